@@ -1,0 +1,405 @@
+//! The validated configuration: everything the command line says, checked once at start-up so a
+//! mistake is one clear line and exit code 64 before anything listens, never a failure later.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::cli::{Cli, SslVersion};
+use crate::relay;
+use crate::tls::{self, MinTlsVersion, ServerTls};
+use crate::web::StaticFiles;
+
+/// Where wsproxy accepts connections.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listen {
+    Tcp(SocketAddr),
+    Unix {
+        path: PathBuf,
+        mode: u32,
+    },
+    /// The socket on stdin, from inetd or systemd.
+    Inetd,
+}
+
+/// Where sessions are relayed to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// Resolved for every session, so a name that moves is followed (as websockify does).
+    Tcp {
+        host: String,
+        port: u16,
+    },
+    Unix(PathBuf),
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Tcp { host, port } if host.contains(':') => write!(f, "[{host}]:{port}"),
+            Target::Tcp { host, port } => write!(f, "{host}:{port}"),
+            Target::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
+/// Where log lines go besides stderr.
+#[derive(Debug, Clone, Default)]
+pub struct Logging {
+    pub verbose: bool,
+    pub file: Option<PathBuf>,
+    pub syslog: Option<String>,
+    pub legacy_syslog: bool,
+    pub daemon: bool,
+}
+
+pub struct Config {
+    pub listen: Listen,
+    pub target: Target,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub ssl_only: bool,
+    pub target_tls: Option<Arc<rustls::ClientConfig>>,
+    pub web: Option<StaticFiles>,
+    pub record: Option<PathBuf>,
+    pub traffic: bool,
+    pub daemon: bool,
+    pub run_once: bool,
+    pub timeout: Option<Duration>,
+    pub idle_timeout: Option<Duration>,
+    pub relay: relay::Settings,
+    pub handshake_timeout: Duration,
+    /// `None`: derived from the file-descriptor limit at start-up.
+    pub max_connections: Option<usize>,
+    pub shutdown_grace: Duration,
+    pub logging: Logging,
+}
+
+/// Written by hand: key material and TLS internals stay out of logs.
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("target", &self.target)
+            .field("tls", &self.tls.is_some())
+            .field("ssl_only", &self.ssl_only)
+            .field("target_tls", &self.target_tls.is_some())
+            .field("web", &self.web.is_some())
+            .field("relay", &self.relay)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Options that belong to later work: accepted by the parser so scripts get a clear message.
+fn refuse_unsupported(cli: &Cli) -> Result<(), String> {
+    let unsupported = [
+        (
+            cli.wrap_mode.is_some() || !cli.wrap_command.is_empty(),
+            "wrap mode (-- COMMAND, --wrap-mode)",
+        ),
+        (
+            cli.token_plugin.is_some() || cli.target_config.is_some(),
+            "--token-plugin/--target-config",
+        ),
+        (cli.token_source.is_some(), "--token-source"),
+        (cli.host_token, "--host-token"),
+        (
+            cli.auth_plugin.is_some() || cli.auth_source.is_some(),
+            "--auth-plugin/--auth-source",
+        ),
+        (cli.web_auth, "--web-auth"),
+    ];
+    match unsupported.iter().find(|(used, _)| *used) {
+        Some((_, what)) => Err(format!(
+            "{what} is not supported yet by wsproxy; run websockify for it meanwhile"
+        )),
+        None => Ok(()),
+    }
+}
+
+impl TryFrom<Cli> for Config {
+    type Error = String;
+
+    fn try_from(cli: Cli) -> Result<Self, String> {
+        refuse_unsupported(&cli)?;
+        let takes_listen = cli.unix_listen.is_none() && !cli.inetd;
+        let takes_target = cli.unix_target.is_none();
+        let wanted = usize::from(takes_listen) + usize::from(takes_target);
+        let mut args = cli.positional.iter();
+        let listen_arg = if takes_listen { args.next() } else { None };
+        let target_arg = if takes_target { args.next() } else { None };
+        if cli.positional.len() > wanted {
+            return Err(format!("too many arguments: {:?}", &cli.positional[wanted..]));
+        }
+
+        let listen = match (&cli.unix_listen, cli.inetd, listen_arg) {
+            (Some(_), true, _) => return Err("--unix-listen and --inetd cannot be used together".into()),
+            (Some(path), false, _) => Listen::Unix {
+                path: absolute(path)?,
+                mode: parse_mode(&cli.unix_listen_mode)?,
+            },
+            (None, true, _) => Listen::Inetd,
+            (None, false, Some(arg)) => Listen::Tcp(parse_listen(arg, cli.prefer_ipv6)?),
+            (None, false, None) => {
+                return Err(
+                    "missing the port to listen on: wsproxy [source_addr:]source_port target_addr:target_port".into(),
+                );
+            }
+        };
+        let target = match (&cli.unix_target, target_arg) {
+            (Some(path), _) => Target::Unix(absolute(path)?),
+            (None, Some(arg)) => parse_target(arg)?,
+            (None, None) => {
+                return Err("missing the target: give target_addr:target_port or --unix-target FILE".into());
+            }
+        };
+        if cli.ssl_target && matches!(target, Target::Unix(_)) {
+            return Err("--ssl-target needs a TCP target (host:port), not --unix-target".into());
+        }
+
+        let cert = match &cli.cert {
+            Some(cert) => Some(absolute(cert)?),
+            // websockify's default: ./self.pem, used when it exists.
+            None => Some(absolute(Path::new("self.pem"))?).filter(|p| p.exists()),
+        };
+        if cli.ssl_only && cert.is_none() {
+            return Err(
+                "--ssl-only needs a certificate: give --cert FILE (or put self.pem in the working directory)".into(),
+            );
+        }
+        if cert.is_none() && (cli.key.is_some() || cli.verify_client) {
+            return Err("--key and --verify-client need --cert FILE".into());
+        }
+        let tls = match &cert {
+            Some(cert) => {
+                let key = cli.key.as_deref().map(absolute).transpose()?;
+                let client_ca = cli.cafile.as_deref().map(absolute).transpose()?;
+                Some(tls::server_config(&ServerTls {
+                    cert,
+                    key: key.as_deref(),
+                    key_password: cli.key_password.as_deref(),
+                    min_version: match cli.ssl_version {
+                        SslVersion::Default => MinTlsVersion::Default,
+                        SslVersion::Tlsv11 => MinTlsVersion::Tls11,
+                        SslVersion::Tlsv12 => MinTlsVersion::Tls12,
+                        SslVersion::Tlsv13 => MinTlsVersion::Tls13,
+                    },
+                    ciphers: cli.ssl_ciphers.as_deref(),
+                    client_ca: if cli.verify_client { client_ca.as_deref() } else { None },
+                    verify_client: cli.verify_client,
+                })?)
+            }
+            None => None,
+        };
+        let target_tls = if cli.ssl_target {
+            let cafile = cli.target_cafile.as_deref().map(absolute).transpose()?;
+            Some(tls::client_config(cafile.as_deref())?)
+        } else {
+            None
+        };
+        let web = match &cli.web {
+            Some(dir) => Some(StaticFiles::new(&absolute(dir)?, !cli.file_only)?),
+            None => None,
+        };
+        if cli.handshake_timeout == 0 {
+            return Err("--handshake-timeout must be at least 1 second".into());
+        }
+        if cli.max_connections == Some(0) {
+            return Err("--max-connections must be at least 1".into());
+        }
+        let seconds = |n: u64| (n > 0).then(|| Duration::from_secs(n));
+        Ok(Config {
+            listen,
+            target,
+            tls,
+            ssl_only: cli.ssl_only,
+            target_tls,
+            web,
+            record: cli.record.as_deref().map(absolute).transpose()?,
+            traffic: cli.traffic,
+            daemon: cli.daemon,
+            run_once: cli.run_once,
+            timeout: seconds(cli.timeout),
+            idle_timeout: seconds(cli.idle_timeout),
+            relay: relay::Settings {
+                max_message: cli.max_message_size,
+                heartbeat: seconds(cli.heartbeat),
+                close_timeout: Duration::from_secs(5),
+            },
+            handshake_timeout: Duration::from_secs(cli.handshake_timeout),
+            max_connections: cli.max_connections,
+            shutdown_grace: Duration::from_secs(cli.shutdown_grace),
+            logging: Logging {
+                verbose: cli.verbose,
+                file: cli.log_file.as_deref().map(absolute).transpose()?,
+                syslog: cli.syslog.clone(),
+                legacy_syslog: cli.legacy_syslog,
+                daemon: cli.daemon,
+            },
+        })
+    }
+}
+
+/// Paths are made absolute at start-up because `--daemon` changes directory to `/`.
+fn absolute(path: &Path) -> Result<PathBuf, String> {
+    std::path::absolute(path).map_err(|e| format!("bad path {}: {e}", path.display()))
+}
+
+/// Splits `host:port` at the last colon; brackets around an IPv6 host are optional, as in websockify.
+fn split_host_port(arg: &str) -> Option<(&str, &str)> {
+    let (host, port) = arg.rsplit_once(':')?;
+    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    Some((host, port))
+}
+
+fn parse_port(port: &str, what: &str) -> Result<u16, String> {
+    port.parse::<u16>()
+        .map_err(|_| format!("{what} port {port:?} is not a number from 0 to 65535"))
+}
+
+/// `[source_addr:]source_port`: a bare port listens on all IPv4 addresses (IPv6 with -6).
+pub fn parse_listen(arg: &str, prefer_ipv6: bool) -> Result<SocketAddr, String> {
+    let (host, port) = split_host_port(arg).unwrap_or(("", arg));
+    let port = parse_port(port, "listen")?;
+    if host.is_empty() {
+        let any = if prefer_ipv6 {
+            IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+        } else {
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+        };
+        return Ok(SocketAddr::new(any, port));
+    }
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, port));
+    }
+    let addrs: Vec<SocketAddr> = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve listen address {host:?}: {e}"))?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv6() == prefer_ipv6)
+        .or(addrs.first())
+        .copied()
+        .ok_or_else(|| format!("listen address {host:?} resolves to nothing"))
+}
+
+/// `target_addr:target_port`.
+pub fn parse_target(arg: &str) -> Result<Target, String> {
+    let (host, port) =
+        split_host_port(arg).ok_or_else(|| format!("target {arg:?} must be HOST:PORT (or use --unix-target FILE)"))?;
+    let port = parse_port(port, "target")?;
+    if host.is_empty() || port == 0 {
+        return Err(format!(
+            "target {arg:?} must be HOST:PORT with a host and a port above 0"
+        ));
+    }
+    Ok(Target::Tcp {
+        host: host.to_owned(),
+        port,
+    })
+}
+
+fn parse_mode(mode: &str) -> Result<u32, String> {
+    u32::from_str_radix(mode.trim_start_matches("0o"), 8)
+        .ok()
+        .filter(|m| *m <= 0o777)
+        .ok_or_else(|| format!("--unix-listen-mode {mode:?} must be octal permissions such as 0600"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn config(args: &[&str]) -> Result<Config, String> {
+        let cli =
+            Cli::try_parse_from(std::iter::once("wsproxy").chain(args.iter().copied())).map_err(|e| e.to_string())?;
+        Config::try_from(cli)
+    }
+
+    #[test]
+    fn listen_forms() {
+        assert_eq!(parse_listen("6080", false).unwrap(), "0.0.0.0:6080".parse().unwrap());
+        assert_eq!(parse_listen("6080", true).unwrap(), "[::]:6080".parse().unwrap());
+        assert_eq!(
+            parse_listen("[::1]:6080", false).unwrap(),
+            "[::1]:6080".parse().unwrap()
+        );
+        assert_eq!(parse_listen("::1:6080", false).unwrap(), "[::1]:6080".parse().unwrap());
+        assert_eq!(
+            parse_listen("127.0.0.1:0", false).unwrap(),
+            "127.0.0.1:0".parse().unwrap()
+        );
+        assert!(parse_listen("localhost:6080", false).unwrap().ip().is_loopback());
+        assert!(parse_listen("65536", false).is_err());
+        assert!(parse_listen("x:y", false).is_err());
+    }
+
+    #[test]
+    fn target_forms() {
+        assert_eq!(
+            parse_target("localhost:5901").unwrap(),
+            Target::Tcp {
+                host: "localhost".into(),
+                port: 5901
+            }
+        );
+        assert_eq!(
+            parse_target("[::1]:5901").unwrap(),
+            Target::Tcp {
+                host: "::1".into(),
+                port: 5901
+            }
+        );
+        assert_eq!(parse_target("[::1]:5901").unwrap().to_string(), "[::1]:5901");
+        assert!(parse_target("5901").unwrap_err().contains("HOST:PORT"));
+        assert!(parse_target("host:0").is_err());
+        assert!(parse_target(":5901").is_err());
+    }
+
+    #[test]
+    fn positional_arguments_follow_websockify() {
+        let c = config(&["6080", "localhost:5901"]).unwrap();
+        assert_eq!(c.listen, Listen::Tcp("0.0.0.0:6080".parse().unwrap()));
+        let c = config(&["--unix-target", "/tmp/x.sock", "127.0.0.1:6080"]).unwrap();
+        assert!(matches!(c.target, Target::Unix(_)));
+        let c = config(&[
+            "--unix-listen",
+            "/tmp/ws.sock",
+            "--unix-listen-mode",
+            "0660",
+            "localhost:5901",
+        ])
+        .unwrap();
+        assert!(matches!(c.listen, Listen::Unix { mode: 0o660, .. }));
+        assert!(
+            config(&["6080", "localhost:5901", "extra"])
+                .unwrap_err()
+                .contains("too many")
+        );
+        assert!(config(&["6080"]).unwrap_err().contains("missing the target"));
+        assert!(config(&["--unix-listen-mode", "999", "--unix-listen", "/tmp/a", "h:1"]).is_err());
+    }
+
+    #[test]
+    fn later_features_are_refused_clearly() {
+        for args in [
+            &["--token-plugin", "TokenFile", "6080"][..],
+            &["6080", "--", "telnetd"],
+            &["--host-token", "6080", "h:1"],
+        ] {
+            assert!(config(args).unwrap_err().contains("not supported yet"), "{args:?}");
+        }
+    }
+
+    #[test]
+    fn missing_files_are_config_errors() {
+        let err = config(&["--cert", "/nonexistent/cert.pem", "6080", "h:1"]).unwrap_err();
+        assert!(err.contains("/nonexistent/cert.pem"), "{err}");
+        let err = config(&["--web", "/nonexistent/web", "6080", "h:1"]).unwrap_err();
+        assert!(err.contains("/nonexistent/web"), "{err}");
+        let err = config(&["--ssl-only", "6080", "h:1"]).unwrap_err();
+        assert!(err.contains("--cert"), "{err}");
+    }
+}

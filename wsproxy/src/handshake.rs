@@ -1,0 +1,142 @@
+//! The WebSocket opening handshake (RFC 6455 4.2), with websockify's rules: any path upgrades, and
+//! the only subprotocol is `binary` (base64 mode is gone since websockify 0.9).
+
+use http::header::{
+    CONNECTION, HeaderMap, HeaderValue, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_PROTOCOL,
+    SEC_WEBSOCKET_VERSION, UPGRADE,
+};
+use http::{Method, Response, StatusCode};
+
+use crate::web::{Body, text_response};
+
+/// A request is a WebSocket upgrade when it is a GET with `Upgrade: websocket` (websockify does not
+/// look at `Connection`, and some proxies rewrite it).
+pub fn is_upgrade(method: &Method, headers: &HeaderMap) -> bool {
+    method == Method::GET
+        && headers
+            .get_all(UPGRADE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|token| token.trim().eq_ignore_ascii_case("websocket"))
+}
+
+/// The 101 response for a valid upgrade request, or the 400 that explains what is wrong.
+pub fn accept(headers: &HeaderMap) -> Response<Body> {
+    check(headers).unwrap_or_else(|refusal| *refusal)
+}
+
+fn check(headers: &HeaderMap) -> Result<Response<Body>, Box<Response<Body>>> {
+    let version = headers
+        .get(SEC_WEBSOCKET_VERSION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim);
+    if !matches!(version, Some("13" | "8" | "7")) {
+        let mut response = text_response(
+            StatusCode::BAD_REQUEST,
+            "Unsupported WebSocket version (wsproxy speaks 13)",
+        );
+        response
+            .headers_mut()
+            .insert(SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+        return Err(Box::new(response));
+    }
+    let Some(key) = headers.get(SEC_WEBSOCKET_KEY) else {
+        return Err(Box::new(text_response(
+            StatusCode::BAD_REQUEST,
+            "Missing Sec-WebSocket-Key header",
+        )));
+    };
+    let binary = match offered_protocols(headers) {
+        None => false,
+        Some(offered) if offered.iter().any(|p| p == "binary") => true,
+        Some(offered) => {
+            let text =
+                format!("Invalid protocol selected: offered {offered:?}, wsproxy only speaks 'binary' (or none)");
+            return Err(Box::new(text_response(StatusCode::BAD_REQUEST, &text)));
+        }
+    };
+    let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let mut response = Response::new(Body::default());
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+    if let Ok(value) = HeaderValue::from_str(&accept) {
+        headers.insert(SEC_WEBSOCKET_ACCEPT, value);
+    }
+    if binary {
+        headers.insert(SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static("binary"));
+    }
+    Ok(response)
+}
+
+/// Offered subprotocols, trimmed (websockify splits on ',' without trimming, so `base64, binary`
+/// failed there). `None` when the header is absent.
+fn offered_protocols(headers: &HeaderMap) -> Option<Vec<String>> {
+    let mut values = headers.get_all(SEC_WEBSOCKET_PROTOCOL).iter().peekable();
+    values.peek()?;
+    Some(
+        values
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(|p| p.trim().to_ascii_lowercase())
+            .filter(|p| !p.is_empty())
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(*name, HeaderValue::from_static(value));
+        }
+        map
+    }
+
+    const BASE: [(&str, &str); 2] = [
+        ("sec-websocket-version", "13"),
+        ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+    ];
+
+    #[test]
+    fn accept_key_matches_rfc_example() {
+        let response = accept(&headers(&BASE));
+        assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
+        assert_eq!(response.headers()[SEC_WEBSOCKET_ACCEPT], "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+        assert!(response.headers().get(SEC_WEBSOCKET_PROTOCOL).is_none());
+    }
+
+    #[test]
+    fn binary_is_chosen_whenever_offered() {
+        for offer in ["binary", "binary, base64", "base64,binary", "base64, binary", "BINARY"] {
+            let mut h = headers(&BASE);
+            h.append(SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(offer));
+            let response = accept(&h);
+            assert_eq!(response.headers()[SEC_WEBSOCKET_PROTOCOL], "binary", "{offer}");
+        }
+    }
+
+    #[test]
+    fn other_protocols_and_versions_are_refused() {
+        let mut h = headers(&BASE);
+        h.append(SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static("base64"));
+        assert_eq!(accept(&h).status(), StatusCode::BAD_REQUEST);
+        let h = headers(&[("sec-websocket-version", "12"), ("sec-websocket-key", "x")]);
+        assert_eq!(accept(&h).status(), StatusCode::BAD_REQUEST);
+        let h = headers(&[("sec-websocket-version", "13")]);
+        assert_eq!(accept(&h).status(), StatusCode::BAD_REQUEST);
+    }
+
+    #[test]
+    fn upgrade_detection() {
+        assert!(is_upgrade(&Method::GET, &headers(&[("upgrade", "WebSocket")])));
+        assert!(is_upgrade(&Method::GET, &headers(&[("upgrade", "h2c, websocket")])));
+        assert!(!is_upgrade(&Method::POST, &headers(&[("upgrade", "websocket")])));
+        assert!(!is_upgrade(&Method::GET, &headers(&[])));
+    }
+}

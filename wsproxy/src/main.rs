@@ -1,0 +1,71 @@
+//! The `wsproxy` command: parse, validate, bind, then serve on a single-threaded runtime
+//! (measured faster than a multi-threaded one on small machines: the work is the kernel's).
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use wsproxy::cli::Cli;
+use wsproxy::config::Config;
+use wsproxy::{listener, logging};
+
+/// Exit code for a configuration mistake (sysexits EX_USAGE).
+const EX_CONFIG: u8 = 64;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    raise_fd_limit();
+    let config = match Config::try_from(cli) {
+        Ok(config) => config,
+        Err(msg) => return fail(&msg, EX_CONFIG),
+    };
+    let bound = match listener::bind(&config.listen) {
+        Ok(bound) => bound,
+        Err(msg) => return fail(&msg, EX_CONFIG),
+    };
+    eprintln!(
+        "wsproxy: listening on {}, relaying to {}",
+        bound.describe(),
+        config.target
+    );
+    if config.daemon
+        && let Err(e) = nix::unistd::daemon(false, false)
+    {
+        return fail(&format!("cannot become a daemon: {e}"), 1);
+    }
+    if let Err(msg) = logging::init(&config.logging) {
+        return fail(&msg, EX_CONFIG);
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => return fail(&format!("cannot start the runtime: {e}"), 1),
+    };
+    match runtime.block_on(wsproxy::run(config, bound)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(msg) => fail(&msg, 1),
+    }
+}
+
+fn fail(msg: &str, code: u8) -> ExitCode {
+    eprintln!("wsproxy: {msg}");
+    ExitCode::from(code)
+}
+
+/// Each session needs two descriptors; the default soft limit (1024) would cap us near 500.
+fn raise_fd_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < hard
+    {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    }
+}

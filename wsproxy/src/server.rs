@@ -1,0 +1,203 @@
+//! The accept loop, the limits around it, and the drain at the end.
+//!
+//! A permit is taken *before* `accept`, so past `--max-connections` new clients wait in the kernel's
+//! backlog instead of costing memory. Accept errors (EMFILE, ENFILE, ...) back off with a cap instead
+//! of spinning. On a stop (signal, `--run-once`, `--timeout`, `--idle-timeout`) the listener closes
+//! first, then every session is asked to close with 1001 and gets `--shutdown-grace` to do so.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::sync::{Semaphore, watch};
+use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, info, info_span, warn};
+
+use crate::config::Config;
+use crate::listener::{Bound, Listener};
+use crate::session;
+
+const MIN_BACKOFF: Duration = Duration::from_millis(5);
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+
+/// Open and finished WebSocket sessions, watched by the stop conditions.
+#[derive(Debug, Clone, Copy)]
+pub struct Activity {
+    pub open: usize,
+    pub finished: u64,
+    /// When `open` last changed (or the server started): the idle clock.
+    pub since: Instant,
+}
+
+/// What every connection task shares.
+pub struct Shared {
+    pub config: Config,
+    pub tls: Option<TlsAcceptor>,
+    /// Cancelled when the server stops: sessions close with 1001.
+    pub cancel: CancellationToken,
+    activity: watch::Sender<Activity>,
+}
+
+impl Shared {
+    pub fn session_opened(&self) {
+        self.activity.send_modify(|a| {
+            a.open += 1;
+            a.since = Instant::now();
+        });
+    }
+
+    pub fn session_closed(&self) {
+        self.activity.send_modify(|a| {
+            a.open -= 1;
+            a.finished += 1;
+            a.since = Instant::now();
+        });
+    }
+}
+
+/// Serves until `shutdown` resolves or a lifecycle option says to stop, then drains.
+pub async fn run(config: Config, bound: Bound, shutdown: impl Future<Output = ()>) -> Result<(), String> {
+    let socket_path: Option<PathBuf> = bound.socket_path().map(Into::into);
+    let single = matches!(bound, Bound::Connection(_));
+    let mut listener = Listener::register(bound).map_err(|e| format!("cannot use the listening socket: {e}"))?;
+    let max = config.max_connections.unwrap_or_else(default_max_connections);
+    let grace = config.shutdown_grace;
+    let (activity, watcher) = watch::channel(Activity {
+        open: 0,
+        finished: 0,
+        since: Instant::now(),
+    });
+    let stop_rules = lifecycle(watcher, config.run_once, config.timeout, config.idle_timeout);
+    let shared = Arc::new(Shared {
+        tls: config.tls.clone().map(TlsAcceptor::from),
+        config,
+        cancel: CancellationToken::new(),
+        activity,
+    });
+    let permits = Arc::new(Semaphore::new(max));
+    let tracker = TaskTracker::new();
+    let ids = AtomicU64::new(1);
+    let mut stop = std::pin::pin!(async {
+        tokio::select! {
+            () = shutdown => info!("signal received: closing sessions (grace {grace:?})"),
+            () = stop_rules => {},
+        }
+    });
+    let mut backoff = MIN_BACKOFF;
+
+    loop {
+        let permit = tokio::select! {
+            biased;
+            () = &mut stop => break,
+            permit = permits.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+        };
+        let accepted = tokio::select! {
+            biased;
+            () = &mut stop => break,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok(Some((stream, peer))) => {
+                backoff = MIN_BACKOFF;
+                let id = ids.fetch_add(1, Ordering::Relaxed);
+                let span = info_span!("conn", id, peer = %peer);
+                tracker.spawn(session::serve(shared.clone(), stream, id, permit).instrument(span));
+            }
+            Ok(None) => {
+                // inetd handed over one connection: serve it to the end (or until a signal).
+                tracker.close();
+                tokio::select! {
+                    () = &mut stop => {},
+                    () = tracker.wait() => {},
+                }
+                break;
+            }
+            Err(e) => {
+                warn!("accept failed: {e}; retrying in {backoff:?}");
+                tokio::select! {
+                    () = &mut stop => break,
+                    () = tokio::time::sleep(backoff) => {},
+                }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+
+    drop(listener);
+    if let Some(path) = socket_path.filter(|_| !single) {
+        let _ = std::fs::remove_file(path);
+    }
+    tracker.close();
+    shared.cancel.cancel();
+    if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+        warn!(
+            "{} connection(s) did not close within {grace:?}; dropping them",
+            tracker.len()
+        );
+    }
+    Ok(())
+}
+
+/// Resolves when `--run-once`, `--timeout` or `--idle-timeout` says the server is done.
+async fn lifecycle(
+    mut watcher: watch::Receiver<Activity>,
+    run_once: bool,
+    timeout: Option<Duration>,
+    idle_timeout: Option<Duration>,
+) {
+    if !run_once && timeout.is_none() && idle_timeout.is_none() {
+        return std::future::pending().await;
+    }
+    let deadline = timeout.map(|t| Instant::now() + t);
+    loop {
+        let now = Instant::now();
+        let activity = *watcher.borrow_and_update();
+        if run_once && activity.finished > 0 {
+            return info!("--run-once: the session ended; exiting");
+        }
+        let mut wake: Option<Instant> = None;
+        if let Some(deadline) = deadline {
+            if now >= deadline && activity.open == 0 {
+                return info!("--timeout reached; exiting");
+            }
+            wake = Some(deadline.max(now));
+        }
+        if let Some(idle) = idle_timeout
+            && activity.open == 0
+        {
+            let due = activity.since + idle;
+            if now >= due {
+                return info!("--idle-timeout: no session for {idle:?}; exiting");
+            }
+            wake = Some(wake.map_or(due, |w| w.min(due)));
+        }
+        let sleep = async {
+            match wake {
+                Some(at) if at > now => tokio::time::sleep_until(at).await,
+                _ => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            changed = watcher.changed() => if changed.is_err() {
+                return std::future::pending().await;
+            },
+            () = sleep => {},
+        }
+    }
+}
+
+/// Each session holds two descriptors; keep some for the listener, logs and recordings.
+fn default_max_connections() -> usize {
+    let soft =
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).map_or(1024, |(soft, _)| soft);
+    let soft = usize::try_from(soft).unwrap_or(usize::MAX);
+    (soft.saturating_sub(64) / 2).max(1)
+}

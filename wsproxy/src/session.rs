@@ -1,0 +1,218 @@
+//! One accepted connection: TLS detection, HTTP (the upgrade, static files or 405), then the relay.
+
+use std::convert::Infallible;
+use std::future::{Future, poll_fn};
+use std::io;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpStream, UnixStream};
+use tokio::sync::OwnedSemaphorePermit;
+use tokio_rustls::server::TlsStream;
+use tokio_util::either::Either;
+use tracing::{debug, info, warn};
+
+use crate::frame::{ControlFrame, close};
+use crate::handshake;
+use crate::listener::Plain;
+use crate::relay::Relay;
+use crate::server::Shared;
+use crate::tap::Tap;
+use crate::target;
+use crate::web::{Body, text_response};
+
+/// A client connection after TLS detection.
+pub type ClientStream = Either<Plain, Box<TlsStream<Plain>>>;
+
+/// Largest request head accepted (hyper answers 431 beyond it); browsers send 1-2 KiB.
+const MAX_REQUEST_HEAD: usize = 16 * 1024;
+
+/// Serves one accepted connection to the end. Errors are logged here and never reach the accept loop.
+pub async fn serve(shared: Arc<Shared>, stream: Plain, id: u64, _permit: OwnedSemaphorePermit) {
+    let limit = shared.config.handshake_timeout;
+    let client = match tokio::time::timeout(limit, detect_tls(&shared, stream)).await {
+        Ok(Ok(Some(client))) => client,
+        Ok(Ok(None)) => return,
+        Ok(Err(e)) => return debug!("handshake failed: {e}"),
+        Err(_) => return debug!("no TLS or HTTP request within {limit:?}; closed"),
+    };
+
+    let upgrade: Arc<Mutex<Option<OnUpgrade>>> = Arc::default();
+    let service = service_fn({
+        let shared = shared.clone();
+        let upgrade = upgrade.clone();
+        move |req| respond(shared.clone(), upgrade.clone(), req)
+    });
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limit)
+        .max_buf_size(MAX_REQUEST_HEAD);
+    let conn = http.serve_connection(TokioIo::new(client), service).with_upgrades();
+    tokio::select! {
+        result = conn => if let Err(e) = result {
+            debug!("HTTP connection ended: {e}");
+        },
+        () = shared.cancel.cancelled() => return,
+    }
+
+    let pending = upgrade.lock().ok().and_then(|mut slot| slot.take());
+    let Some(pending) = pending else { return };
+    let upgraded = match pending.await {
+        Ok(upgraded) => upgraded,
+        Err(e) => return debug!("upgrade failed: {e}"),
+    };
+    match upgraded.downcast::<TokioIo<ClientStream>>() {
+        Ok(parts) => relay(&shared, parts.io.into_inner(), &parts.read_buf, id).await,
+        Err(_) => warn!("internal error: upgraded connection has an unexpected type"),
+    }
+}
+
+/// Peeks at the first byte: 0x16 (TLS handshake record) or 0x80 (SSLv2-style hello) means TLS, so
+/// ws:// and wss:// share one port as in websockify.
+async fn detect_tls(shared: &Shared, stream: Plain) -> io::Result<Option<ClientStream>> {
+    let first = match &stream {
+        Either::Left(tcp) => peek_tcp(tcp).await?,
+        Either::Right(unix) => peek_unix(unix).await?,
+    };
+    let Some(first) = first else { return Ok(None) };
+    let is_tls = first == 0x16 || first == 0x80;
+    match (&shared.tls, is_tls) {
+        (Some(acceptor), true) => Ok(Some(Either::Right(Box::new(acceptor.accept(stream).await?)))),
+        (None, true) => {
+            warn!("TLS client, but no certificate is configured: start wsproxy with --cert FILE");
+            Ok(None)
+        }
+        (_, false) if shared.config.ssl_only => {
+            let mut stream = stream;
+            let body = "This port only accepts TLS: use wss:// or https://\n";
+            let reply = format!(
+                "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            stream.write_all(reply.as_bytes()).await?;
+            stream.shutdown().await?;
+            debug!("plain client refused by --ssl-only");
+            Ok(None)
+        }
+        (_, false) => Ok(Some(Either::Left(stream))),
+    }
+}
+
+async fn peek_tcp(stream: &TcpStream) -> io::Result<Option<u8>> {
+    let mut byte = [0u8; 1];
+    Ok((stream.peek(&mut byte).await? == 1).then_some(byte[0]))
+}
+
+async fn peek_unix(stream: &UnixStream) -> io::Result<Option<u8>> {
+    use std::os::fd::AsRawFd;
+    let mut byte = [0u8; 1];
+    loop {
+        stream.readable().await?;
+        let peeked = stream.try_io(tokio::io::Interest::READABLE, || {
+            nix::sys::socket::recv(stream.as_raw_fd(), &mut byte, nix::sys::socket::MsgFlags::MSG_PEEK)
+                .map_err(io::Error::from)
+        });
+        match peeked {
+            Ok(n) => return Ok((n == 1).then_some(byte[0])),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Answers one HTTP request: the WebSocket upgrade, a static file, or 405.
+async fn respond(
+    shared: Arc<Shared>,
+    upgrade: Arc<Mutex<Option<OnUpgrade>>>,
+    mut req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let response = if handshake::is_upgrade(req.method(), req.headers()) {
+        let response = handshake::accept(req.headers());
+        if response.status() == StatusCode::SWITCHING_PROTOCOLS
+            && let Ok(mut slot) = upgrade.lock()
+        {
+            *slot = Some(hyper::upgrade::on(&mut req));
+        }
+        response
+    } else if let Some(web) = &shared.config.web {
+        let (parts, _body) = req.into_parts();
+        let response = web.respond(&parts).await;
+        debug!("{} {} {}", parts.method, parts.uri, response.status().as_u16());
+        return Ok(response);
+    } else {
+        text_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "405 Method Not Allowed: this port accepts WebSocket connections only (start wsproxy with --web DIR to serve files)",
+        )
+    };
+    debug!("{} {} {}", req.method(), req.uri(), response.status().as_u16());
+    Ok(response)
+}
+
+/// The WebSocket session: connect to the target, relay, log one line at open and one at close.
+async fn relay(shared: &Shared, mut client: ClientStream, early: &[u8], id: u64) {
+    let config = &shared.config;
+    shared.session_opened();
+    let started = Instant::now();
+    let target = match target::connect(&config.target, config.target_tls.as_ref()).await {
+        Ok(target) => target,
+        Err(e) => {
+            warn!("cannot connect to target {}: {e}", config.target);
+            // As websockify: the handshake already succeeded, so the failure is a close frame.
+            refuse(
+                &mut client,
+                close::INTERNAL_ERROR,
+                "Failed to connect to downstream server",
+                config.relay.close_timeout,
+            )
+            .await;
+            shared.session_closed();
+            return;
+        }
+    };
+    info!("open: relaying to {}", config.target);
+    let tap = Tap::new(config.record.as_deref(), id, config.traffic).unwrap_or_else(|e| {
+        warn!("cannot record this session: {e}");
+        None
+    });
+    let mut relay = Relay::new(client, target, early, config.relay, tap);
+    let mut cancelled = std::pin::pin!(shared.cancel.cancelled());
+    let mut going_away = false;
+    let report = poll_fn(|cx| {
+        if !going_away && cancelled.as_mut().poll(cx).is_ready() {
+            going_away = true;
+            relay.go_away();
+        }
+        relay.poll_relay(cx)
+    })
+    .await;
+    info!(
+        "closed: {}; {} bytes to target, {} bytes to client, {:.1}s",
+        report.end,
+        report.to_target,
+        report.to_client,
+        started.elapsed().as_secs_f64()
+    );
+    shared.session_closed();
+}
+
+/// Sends a close frame on a session that never reached the relay, then waits (bounded) for the
+/// client to hang up so the frame is not lost to a TCP reset.
+async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(client: &mut S, code: u16, reason: &str, wait: std::time::Duration) {
+    let frame = ControlFrame::close(code, reason);
+    let _ = tokio::time::timeout(wait, async {
+        client.write_all(frame.as_bytes()).await?;
+        client.shutdown().await?;
+        let mut sink = [0u8; 512];
+        while client.read(&mut sink).await? > 0 {}
+        Ok::<(), io::Error>(())
+    })
+    .await;
+}
