@@ -11,9 +11,10 @@
 //!   websockify's normalisation gives, without trying to resolve it.
 //! - **Symlink policy:** links inside DIR are followed, but the final path is canonicalised and
 //!   must still lie under the canonical DIR. A link that leads out of DIR (to a file or to a
-//!   directory) is a 404, as if it did not exist. The same check applies to `index.html`. What is
-//!   left is a race with someone who can write inside DIR while we check; DIR is the operator's
-//!   own content, so that is out of scope.
+//!   directory) is a 404, as if it did not exist, and listings leave it out. The same check
+//!   applies to `index.html` (one that escapes makes its directory a 404). What is left is a
+//!   race with someone who can write inside DIR while we check; DIR is the operator's own
+//!   content, so that is out of scope.
 //! - **No open redirect (CVE-2021-3654).** websockify answered `GET //evil.example` (a directory)
 //!   with `Location: //evil.example/`, which browsers read as another host. The "add a slash"
 //!   redirect here is always *relative*: the last raw segment of the request path plus `/`, so it
@@ -76,10 +77,10 @@ struct CleanPath {
 impl StaticFiles {
     /// Fails with a one-line message if DIR does not exist or is not a directory.
     pub fn new(dir: &Path, listing: bool) -> Result<Self, String> {
-        let root =
-            std::fs::canonicalize(dir).map_err(|e| format!("cannot use --web {}: {}", dir.display(), io_reason(&e)))?;
-        let meta =
-            std::fs::metadata(&root).map_err(|e| format!("cannot use --web {}: {}", dir.display(), io_reason(&e)))?;
+        let root = std::fs::canonicalize(dir)
+            .map_err(|e| format!("cannot use --web {}: {}", dir.display(), io_reason(&e)))?;
+        let meta = std::fs::metadata(&root)
+            .map_err(|e| format!("cannot use --web {}: {}", dir.display(), io_reason(&e)))?;
         if !meta.is_dir() {
             return Err(format!(
                 "cannot use --web {}: not a directory (give the folder to serve)",
@@ -142,7 +143,12 @@ impl StaticFiles {
         canonical.starts_with(&self.root).then_some(canonical)
     }
 
-    async fn directory(&self, dir: &Path, segments: &[String], req: &http::request::Parts) -> Response<Body> {
+    async fn directory(
+        &self,
+        dir: &Path,
+        segments: &[String],
+        req: &http::request::Parts,
+    ) -> Response<Body> {
         let index = dir.join("index.html");
         if tokio::fs::symlink_metadata(&index).await.is_ok() {
             // An index.html that escapes DIR must not fall back to a listing: the operator meant
@@ -157,7 +163,7 @@ impl StaticFiles {
         if !self.listing {
             return not_found();
         }
-        match listing_html(dir, segments).await {
+        match self.listing_html(dir, segments).await {
             Ok(html) => {
                 let mut resp = sized_response(StatusCode::OK, Bytes::from(html));
                 let headers = resp.headers_mut();
@@ -174,6 +180,54 @@ impl StaticFiles {
             }
         }
     }
+
+    /// The listing page, shaped like Python's `SimpleHTTPRequestHandler.list_directory`.
+    /// Symlinks that lead out of DIR (or nowhere) are left out: they would only answer 404.
+    async fn listing_html(&self, dir: &Path, segments: &[String]) -> std::io::Result<String> {
+        let mut entries = Vec::new();
+        let mut read_dir = tokio::fs::read_dir(dir).await?;
+        while let Some(entry) = read_dir.next_entry().await? {
+            let path = entry.path();
+            let is_link = entry.file_type().await.is_ok_and(|t| t.is_symlink());
+            if is_link && self.confine(&path).await.is_none() {
+                continue;
+            }
+            let name = entry.file_name().to_string_lossy().into_owned();
+            // Follows symlinks, so a link to a directory gets its slash.
+            let is_dir = tokio::fs::metadata(&path).await.is_ok_and(|m| m.is_dir());
+            entries.push((name, is_dir));
+        }
+        entries.sort_by(|a, b| {
+            a.0.to_lowercase()
+                .cmp(&b.0.to_lowercase())
+                .then(a.0.cmp(&b.0))
+        });
+        Ok(render_listing(segments, &entries))
+    }
+}
+
+fn render_listing(segments: &[String], entries: &[(String, bool)]) -> String {
+    let mut display = String::from("/");
+    for seg in segments {
+        display.push_str(seg);
+        display.push('/');
+    }
+    let title = html_escape(&format!("Directory listing for {display}"));
+    let mut html = format!(
+        "<!DOCTYPE HTML>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
+         <title>{title}</title>\n</head>\n<body>\n<h1>{title}</h1>\n<hr>\n<ul>\n"
+    );
+    for (name, is_dir) in entries {
+        let slash = if *is_dir { "/" } else { "" };
+        let _ = writeln!(
+            html,
+            "<li><a href=\"{}{slash}\">{}{slash}</a></li>",
+            encode_segment(name),
+            html_escape(name)
+        );
+    }
+    html.push_str("</ul>\n<hr>\n</body>\n</html>\n");
+    html
 }
 
 /// Plain small response used by the rest of the server too (405 without --web, 400 handshake errors...).
@@ -198,7 +252,11 @@ fn not_found() -> Response<Body> {
 /// A response with an in-memory body and an explicit Content-Length (kept for HEAD).
 fn sized_response(status: StatusCode, body: Bytes) -> Response<Body> {
     let len = body.len() as u64;
-    let mut resp = Response::new(Full::new(body).map_err(|never| match never {}).boxed_unsync());
+    let mut resp = Response::new(
+        Full::new(body)
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+    );
     *resp.status_mut() = status;
     resp.headers_mut()
         .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
@@ -260,8 +318,11 @@ fn clean_path(raw: &str) -> Result<CleanPath, Reject> {
     if !raw.starts_with('/') {
         return Err(Reject::BadRequest("Bad Request: path must start with /"));
     }
-    let bytes = percent_decode(raw).ok_or(Reject::BadRequest("Bad Request: invalid percent-encoding in path"))?;
-    let decoded = String::from_utf8(bytes).map_err(|_| Reject::BadRequest("Bad Request: path is not valid UTF-8"))?;
+    let bytes = percent_decode(raw).ok_or(Reject::BadRequest(
+        "Bad Request: invalid percent-encoding in path",
+    ))?;
+    let decoded = String::from_utf8(bytes)
+        .map_err(|_| Reject::BadRequest("Bad Request: path is not valid UTF-8"))?;
     if decoded.contains('\0') || decoded.contains('\\') {
         return Err(Reject::BadRequest("Bad Request: NUL or backslash in path"));
     }
@@ -337,48 +398,13 @@ fn html_escape(s: &str) -> String {
     out
 }
 
-/// The listing page, shaped like Python's `SimpleHTTPRequestHandler.list_directory`.
-async fn listing_html(dir: &Path, segments: &[String]) -> std::io::Result<String> {
-    let mut entries = Vec::new();
-    let mut read_dir = tokio::fs::read_dir(dir).await?;
-    while let Some(entry) = read_dir.next_entry().await? {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        // Follows symlinks, so a link to a directory gets its slash; a dangling link is a file.
-        let is_dir = tokio::fs::metadata(entry.path()).await.is_ok_and(|m| m.is_dir());
-        entries.push((name, is_dir));
-    }
-    entries.sort_by(|a, b| a.0.to_lowercase().cmp(&b.0.to_lowercase()).then(a.0.cmp(&b.0)));
-
-    let mut display = String::from("/");
-    for seg in segments {
-        display.push_str(seg);
-        display.push('/');
-    }
-    let title = html_escape(&format!("Directory listing for {display}"));
-    let mut html = format!(
-        "<!DOCTYPE HTML>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
-         <title>{title}</title>\n</head>\n<body>\n<h1>{title}</h1>\n<hr>\n<ul>\n"
-    );
-    for (name, is_dir) in entries {
-        let slash = if is_dir { "/" } else { "" };
-        let _ = writeln!(
-            html,
-            "<li><a href=\"{}{slash}\">{}{slash}</a></li>",
-            encode_segment(&name),
-            html_escape(&name)
-        );
-    }
-    html.push_str("</ul>\n<hr>\n</body>\n</html>\n");
-    Ok(html)
-}
-
 /// An io::Error as text without the trailing " (os error N)" noise.
 fn io_reason(e: &std::io::Error) -> String {
     let text = e.to_string();
-    match text.find(" (os error ") {
-        Some(pos) => text[..pos].to_owned(),
-        None => text,
-    }
+    text.split(" (os error ")
+        .next()
+        .unwrap_or_default()
+        .to_owned()
 }
 
 #[cfg(test)]
@@ -393,7 +419,8 @@ mod tests {
         fn new(tag: &str) -> Self {
             static COUNTER: AtomicUsize = AtomicUsize::new(0);
             let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-            let path = std::env::temp_dir().join(format!("wsproxy-web-{tag}-{}-{n}", std::process::id()));
+            let path =
+                std::env::temp_dir().join(format!("wsproxy-web-{tag}-{}-{n}", std::process::id()));
             let _ = std::fs::remove_dir_all(&path);
             std::fs::create_dir_all(&path).unwrap();
             Self(path)
@@ -447,7 +474,10 @@ mod tests {
 
     impl Got {
         fn header(&self, name: header::HeaderName) -> &str {
-            self.headers.get(name).map(|v| v.to_str().unwrap()).unwrap_or("")
+            self.headers
+                .get(name)
+                .map(|v| v.to_str().unwrap())
+                .unwrap_or("")
         }
         fn text(&self) -> String {
             String::from_utf8_lossy(&self.body).into_owned()
@@ -477,7 +507,10 @@ mod tests {
     fn new_rejects_missing_and_non_directory() {
         let (_tmp, root) = fixture("new");
         let err = StaticFiles::new(&root.join("nope"), true).unwrap_err();
-        assert!(err.contains("nope") && err.contains("No such file"), "{err}");
+        assert!(
+            err.contains("nope") && err.contains("No such file"),
+            "{err}"
+        );
         assert!(!err.contains('\n'));
         let err = StaticFiles::new(&root.join("data.txt"), true).unwrap_err();
         assert!(err.contains("not a directory"), "{err}");
@@ -571,7 +604,13 @@ mod tests {
         let first = get(&sf, "/data.txt").await;
         let stamp = first.header(header::LAST_MODIFIED).to_owned();
         assert!(!stamp.is_empty());
-        let again = send(&sf, Method::GET, "/data.txt", &[("if-modified-since", &stamp)]).await;
+        let again = send(
+            &sf,
+            Method::GET,
+            "/data.txt",
+            &[("if-modified-since", &stamp)],
+        )
+        .await;
         assert_eq!(again.status, StatusCode::NOT_MODIFIED);
         assert!(again.body.is_empty());
         let old = "Mon, 01 Jan 2001 00:00:00 GMT";
@@ -591,17 +630,26 @@ mod tests {
         assert_eq!(got.status, StatusCode::OK);
         assert!(got.header(header::CONTENT_TYPE).starts_with("text/html"));
         let html = got.text();
-        assert!(html.contains("<title>Directory listing for /sub/</title>"), "{html}");
+        assert!(
+            html.contains("<title>Directory listing for /sub/</title>"),
+            "{html}"
+        );
         assert!(html.contains("<a href=\"a.txt\">a.txt</a>"), "{html}");
 
         let html = get(&sf, "/").await.text();
-        assert!(html.contains("<title>Directory listing for /</title>"), "{html}");
+        assert!(
+            html.contains("<title>Directory listing for /</title>"),
+            "{html}"
+        );
         assert!(html.contains("<a href=\"sub/\">sub/</a>"), "{html}");
         assert!(
             html.contains("<a href=\"%3Cb%3E%26%22x%27.txt\">&lt;b&gt;&amp;&quot;x&#x27;.txt</a>"),
             "{html}"
         );
         assert!(!html.contains("<b>"), "{html}");
+        // Links inside DIR are listed; links leading out are not (they would only 404).
+        assert!(html.contains("<a href=\"link-in\">link-in</a>"), "{html}");
+        assert!(!html.contains("link-out"), "{html}");
         // Sorted case-insensitively, like Python.
         let pos = |s: &str| html.find(s).unwrap();
         assert!(pos("app.js") < pos("data.txt"));
@@ -622,6 +670,22 @@ mod tests {
         assert_eq!(got.status, StatusCode::NOT_FOUND);
         assert_eq!(got.text(), "Not Found\n");
         assert_eq!(get(&sf, "/data.txt/").await.status, StatusCode::NOT_FOUND);
+    }
+
+    #[tokio::test]
+    async fn fifo_is_not_opened() {
+        let (_tmp, root) = fixture("fifo");
+        let fifo = root.join("pipe");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        if !made.is_ok_and(|s| s.success()) {
+            println!("skipping fifo_is_not_opened: mkfifo is not available");
+            return;
+        }
+        let sf = StaticFiles::new(&root, true).unwrap();
+        let got = tokio::time::timeout(std::time::Duration::from_secs(5), get(&sf, "/pipe"))
+            .await
+            .expect("opening a FIFO blocked the request");
+        assert_eq!(got.status, StatusCode::NOT_FOUND);
     }
 
     #[tokio::test]
@@ -677,7 +741,11 @@ mod tests {
     async fn index_html_pointing_outside_is_refused() {
         let (tmp, root) = fixture("index-out");
         std::fs::create_dir_all(root.join("trap")).unwrap();
-        std::os::unix::fs::symlink(tmp.0.join("outside/secret.txt"), root.join("trap/index.html")).unwrap();
+        std::os::unix::fs::symlink(
+            tmp.0.join("outside/secret.txt"),
+            root.join("trap/index.html"),
+        )
+        .unwrap();
         let sf = StaticFiles::new(&root, true).unwrap();
         let got = get(&sf, "/trap/").await;
         assert_eq!(got.status, StatusCode::NOT_FOUND);
