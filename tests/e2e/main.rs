@@ -1,1 +1,8 @@
-//! End-to-end tests
+//! End-to-end tests: the real `wsproxy` binary on ephemeral loopback ports, real sockets, real TLS.
+//! One test binary (ripgrep style) so it links once.
+
+mod bad_input;
+mod http;
+mod lifecycle;
+mod relay;
+mod util;
