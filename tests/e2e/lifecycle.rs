@@ -176,3 +176,78 @@ async fn logs_one_line_at_open_and_close() {
         "{closed}"
     );
 }
+
+/// `--inetd` with one accepted connection on stdin (inetd "nowait"): serve it, then exit 0.
+#[tokio::test]
+async fn inetd_serves_the_connection_on_stdin() {
+    let echo = echo_target().await;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (server_side, _) = listener.accept().unwrap();
+    let mut proxy = Proxy::spawn_with_stdin(
+        &["--inetd", &echo.to_string()],
+        std::os::fd::OwnedFd::from(server_side).into(),
+    );
+    client.set_nonblocking(true).unwrap();
+    let stream = tokio::net::TcpStream::from_std(client).unwrap();
+    let (mut ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::client_async("ws://localhost/", stream))
+        .await
+        .unwrap()
+        .expect("handshake over the inetd socket");
+    ws.send(Message::binary(b"from inetd".to_vec())).await.unwrap();
+    let reply = tokio::time::timeout(WAIT, ws.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(reply.into_data().as_ref(), b"from inetd");
+    ws.close(None).await.unwrap();
+    while let Ok(Some(Ok(_))) = tokio::time::timeout(WAIT, ws.next()).await {}
+    assert_eq!(proxy.wait_exit(WAIT).code(), Some(0), "{:?}", proxy.lines());
+}
+
+/// `--inetd` with a listening socket on stdin (inetd "wait", systemd Accept=no).
+#[tokio::test]
+async fn inetd_serves_a_listening_socket_on_stdin() {
+    let echo = echo_target().await;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut proxy = Proxy::spawn_with_stdin(
+        &["--inetd", &echo.to_string()],
+        std::os::fd::OwnedFd::from(listener).into(),
+    );
+    proxy.wait_line("listening on", WAIT);
+    for _ in 0..2 {
+        let (mut ws, _) = ws_connect(addr, "binary").await;
+        ws.send(Message::binary(b"again".to_vec())).await.unwrap();
+        let reply = tokio::time::timeout(WAIT, ws.next()).await.unwrap().unwrap().unwrap();
+        assert_eq!(reply.into_data().as_ref(), b"again");
+    }
+}
+
+/// `--log-file` and `--syslog` (RFC 5424 over UDP, and the legacy format) get the same lines.
+#[tokio::test]
+async fn log_file_and_syslog_receive_log_lines() {
+    let dir = TempDir::new("logs");
+    let log = dir.path("wsproxy.log");
+    let echo = echo_target().await;
+    for (legacy, prefix) in [(false, "<14>1 "), (true, "<14>wsproxy[")] {
+        let syslog = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        syslog.set_read_timeout(Some(WAIT)).unwrap();
+        let server = syslog.local_addr().unwrap().to_string();
+        let mut args = vec!["--log-file", log.to_str().unwrap(), "--syslog", &server];
+        if legacy {
+            args.push("--legacy-syslog");
+        }
+        let echo = echo.to_string();
+        args.extend(["127.0.0.1:0", &echo]);
+        let mut proxy = Proxy::start(&args);
+        let (mut ws, _) = ws_connect(proxy.addr, "").await;
+        ws.close(None).await.unwrap();
+        while let Ok(Some(Ok(_))) = tokio::time::timeout(WAIT, ws.next()).await {}
+        proxy.wait_line("closed:", WAIT);
+        let mut datagram = [0u8; 2048];
+        let n = syslog.recv(&mut datagram).expect("no syslog datagram");
+        let text = String::from_utf8_lossy(&datagram[..n]).into_owned();
+        assert!(text.starts_with(prefix), "{text}");
+        assert!(text.contains("open: relaying to"), "{text}");
+    }
+    let written = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(written.matches("open: relaying to").count(), 2, "{written}");
+}

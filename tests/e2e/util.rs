@@ -41,9 +41,14 @@ impl Proxy {
 
     /// Starts `wsproxy ARGS` without waiting for anything (for start-up errors, UNIX listeners).
     pub fn spawn(args: &[&str]) -> Proxy {
+        Proxy::spawn_with_stdin(args, Stdio::null())
+    }
+
+    /// Starts `wsproxy ARGS` with the given stdin (a socket, for `--inetd`).
+    pub fn spawn_with_stdin(args: &[&str], stdin: Stdio) -> Proxy {
         let mut child = Command::new(env!("CARGO_BIN_EXE_wsproxy"))
             .args(args)
-            .stdin(Stdio::null())
+            .stdin(stdin)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
