@@ -39,14 +39,12 @@ use std::sync::{Arc, Once};
 
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::{PemObject, SectionKind};
-use rustls::pki_types::{
-    CertificateDer, PrivateKeyDer, PrivatePkcs1KeyDer, PrivatePkcs8KeyDer, PrivateSec1KeyDer,
-};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs1KeyDer, PrivatePkcs8KeyDer, PrivateSec1KeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::server::danger::ClientCertVerifier;
 use rustls::{
-    CipherSuite, ClientConfig, ProtocolVersion, RootCertStore, ServerConfig, SignatureAlgorithm,
-    SupportedCipherSuite, SupportedProtocolVersion,
+    CipherSuite, ClientConfig, ProtocolVersion, RootCertStore, ServerConfig, SignatureAlgorithm, SupportedCipherSuite,
+    SupportedProtocolVersion,
 };
 
 /// websockify's `--ssl-version` choices `default,tlsv1_1,tlsv1_2,tlsv1_3` (a minimum version).
@@ -115,10 +113,7 @@ pub fn server_config(opts: &ServerTls) -> Result<Arc<ServerConfig>, String> {
         None => builder.with_no_client_auth(),
     };
     let Identity {
-        certs,
-        key,
-        key_path,
-        ..
+        certs, key, key_path, ..
     } = identity;
     let mut config = builder.with_single_cert(certs, key).map_err(|e| match e {
         rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch) => format!(
@@ -150,11 +145,7 @@ struct Identity<'a> {
 /// Reads `--cert` (and `--key`), websockify's self.pem layout included.
 fn load_identity<'a>(opts: &ServerTls<'a>) -> Result<Identity<'a>, String> {
     let cert_path = opts.cert;
-    let cert_pem = read_file(
-        cert_path,
-        "certificate file",
-        "give --cert FILE, or create self.pem",
-    )?;
+    let cert_pem = read_file(cert_path, "certificate file", "give --cert FILE, or create self.pem")?;
     let (key_path, key_pem) = match opts.key {
         Some(path) => (path, read_file(path, "key file", "check --key FILE")?),
         None => (cert_path, cert_pem.clone()),
@@ -170,8 +161,8 @@ fn load_identity<'a>(opts: &ServerTls<'a>) -> Result<Identity<'a>, String> {
             shown(key_path)
         ));
     }
-    let certs = parse_certs(&cert_pem)
-        .map_err(|e| format!("cannot parse certificate file {}: {e}", shown(cert_path)))?;
+    let certs =
+        parse_certs(&cert_pem).map_err(|e| format!("cannot parse certificate file {}: {e}", shown(cert_path)))?;
     if certs.is_empty() {
         return Err(format!(
             "no certificate found in {} (it needs a PEM \"BEGIN CERTIFICATE\" block; give --cert FILE)",
@@ -205,9 +196,7 @@ fn check_key(
                 format!("cannot use the private key in {key_path}: {e}")
             }
         })?;
-    let only_tls12 = versions
-        .iter()
-        .all(|v| v.version == ProtocolVersion::TLSv1_2);
+    let only_tls12 = versions.iter().all(|v| v.version == ProtocolVersion::TLSv1_2);
     let algorithm = signing_key.algorithm();
     let usable = provider
         .cipher_suites
@@ -233,12 +222,11 @@ pub fn client_config(cafile: Option<&Path>) -> Result<Arc<ClientConfig>, String>
         Some(path) => roots_from_file(path)?,
         None => native_roots("--ssl-target")?,
     };
-    let config =
-        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .map_err(|e| format!("invalid TLS client settings: {e}"))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+    let config = ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("invalid TLS client settings: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
     Ok(Arc::new(config))
 }
 
@@ -301,15 +289,12 @@ const SUITE_NAMES: &[SuiteName] = &[
 /// OpenSSL selector keywords that would pick at least one of the suites above. A string made only
 /// of these (and exclusions) keeps rustls's defaults; `A+B` counts when every part is listed.
 const SELECTORS: &[&str] = &[
-    "HIGH", "DEFAULT", "ALL", "ECDHE", "EECDH", "kECDHE", "kEECDH", "AESGCM", "AES", "AES128",
-    "AES256", "CHACHA20", "ECDSA", "aECDSA", "aRSA", "TLSv1.2", "SHA256", "SHA384",
+    "HIGH", "DEFAULT", "ALL", "ECDHE", "EECDH", "kECDHE", "kEECDH", "AESGCM", "AES", "AES128", "AES256", "CHACHA20",
+    "ECDSA", "aECDSA", "aRSA", "TLSv1.2", "SHA256", "SHA384",
 ];
 
 /// Maps an OpenSSL cipher string onto the provider's suites, in the order given.
-fn select_suites(
-    spec: &str,
-    available: &[SupportedCipherSuite],
-) -> Result<Vec<SupportedCipherSuite>, String> {
+fn select_suites(spec: &str, available: &[SupportedCipherSuite]) -> Result<Vec<SupportedCipherSuite>, String> {
     let mut chosen: Vec<SupportedCipherSuite> = Vec::new();
     let mut selector = false;
     let mut unknown = Vec::new();
@@ -327,9 +312,7 @@ fn select_suites(
         let named = SUITE_NAMES.iter().find(|n| {
             entry.eq_ignore_ascii_case(n.openssl)
                 || entry.eq_ignore_ascii_case(n.iana)
-                || n.suite
-                    .as_str()
-                    .is_some_and(|s| entry.eq_ignore_ascii_case(s))
+                || n.suite.as_str().is_some_and(|s| entry.eq_ignore_ascii_case(s))
         });
         let found = named.and_then(|n| available.iter().find(|s| s.suite() == n.suite));
         match found {
@@ -343,9 +326,7 @@ fn select_suites(
     }
     if !chosen.is_empty() {
         for entry in &unknown {
-            tracing::warn!(
-                "--ssl-ciphers: ignoring {entry:?}: not a cipher suite wsproxy supports"
-            );
+            tracing::warn!("--ssl-ciphers: ignoring {entry:?}: not a cipher suite wsproxy supports");
         }
         return Ok(chosen);
     }
@@ -372,15 +353,11 @@ fn protocol_versions(
         MinTlsVersion::Tls11 => {
             static WARN_TLS11: Once = Once::new();
             WARN_TLS11.call_once(|| {
-                tracing::warn!(
-                    "--ssl-version tlsv1_1: TLS 1.1 is not offered; the minimum is TLS 1.2"
-                );
+                tracing::warn!("--ssl-version tlsv1_1: TLS 1.1 is not offered; the minimum is TLS 1.2");
             });
             &[&rustls::version::TLS12, &rustls::version::TLS13]
         }
-        MinTlsVersion::Default | MinTlsVersion::Tls12 => {
-            &[&rustls::version::TLS12, &rustls::version::TLS13]
-        }
+        MinTlsVersion::Default | MinTlsVersion::Tls12 => &[&rustls::version::TLS12, &rustls::version::TLS13],
         MinTlsVersion::Tls13 => &[&rustls::version::TLS13],
     };
     let versions: Vec<_> = wanted
@@ -408,8 +385,7 @@ fn client_verifier(
         (None, true) => (native_roots("--verify-client")?, true),
         (None, false) => return Ok(None),
     };
-    let mut builder =
-        WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
+    let mut builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
     if system {
         // Naming ~150 system CAs in every CertificateRequest bloats the handshake; OpenSSL's
         // default verify paths send no names either, and clients then offer any certificate.
@@ -458,11 +434,7 @@ fn native_roots(flag: &str) -> Result<RootCertStore, String> {
         tracing::debug!(ignored, "skipped unparsable system CA certificates");
     }
     if roots.is_empty() {
-        let why = found
-            .errors
-            .first()
-            .map(|e| format!(" ({e})"))
-            .unwrap_or_default();
+        let why = found.errors.first().map(|e| format!(" ({e})")).unwrap_or_default();
         return Err(format!(
             "no system CA certificates found{why}: {flag} needs them; install ca-certificates or give --cafile FILE"
         ));
@@ -488,8 +460,7 @@ fn load_key(
     password: Option<&str>,
 ) -> Result<(PrivateKeyDer<'static>, bool), String> {
     for section in <(SectionKind, Vec<u8>)>::pem_slice_iter(pem) {
-        let (kind, der) =
-            section.map_err(|e| format!("cannot parse {}: bad PEM ({e})", shown(path)))?;
+        let (kind, der) = section.map_err(|e| format!("cannot parse {}: bad PEM ({e})", shown(path)))?;
         let key = match kind {
             SectionKind::PrivateKey => PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(der)),
             SectionKind::RsaPrivateKey => PrivateKeyDer::Pkcs1(PrivatePkcs1KeyDer::from(der)),
@@ -527,20 +498,14 @@ fn load_key(
     })
 }
 
-fn decrypt_key(
-    block: &[u8],
-    path: &Path,
-    password: &str,
-) -> Result<PrivateKeyDer<'static>, String> {
+fn decrypt_key(block: &[u8], path: &Path, password: &str) -> Result<PrivateKeyDer<'static>, String> {
     use pkcs8::EncryptedPrivateKeyInfo;
     let (_label, der) = pkcs8::der::pem::decode_vec(block)
         .map_err(|e| format!("cannot parse the encrypted key in {}: {e}", shown(path)))?;
     let info = EncryptedPrivateKeyInfo::try_from(der.as_slice())
         .map_err(|e| format!("cannot parse the encrypted key in {}: {e}", shown(path)))?;
     match info.decrypt(password) {
-        Ok(doc) => Ok(PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
-            doc.as_bytes().to_vec(),
-        ))),
+        Ok(doc) => Ok(PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(doc.as_bytes().to_vec()))),
         // A wrong password shows as bad padding, or (rarely) as garbage that is not DER.
         // pkcs5 0.7 reports bad padding on decryption as `EncryptFailed`, so both count.
         Err(pkcs8::Error::EncryptedPrivateKey(
@@ -573,13 +538,7 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 }
 
 fn read_file(path: &Path, what: &str, hint: &str) -> Result<Vec<u8>, String> {
-    std::fs::read(path).map_err(|e| {
-        format!(
-            "cannot read {what} {}: {} ({hint})",
-            shown(path),
-            io_reason(&e)
-        )
-    })
+    std::fs::read(path).map_err(|e| format!("cannot read {what} {}: {} ({hint})", shown(path), io_reason(&e)))
 }
 
 /// The path as the user should see it: absolute, like websockify, which absolutises --cert.
@@ -593,18 +552,15 @@ fn shown(path: &Path) -> String {
 /// An io::Error as text without the trailing " (os error N)" noise.
 fn io_reason(e: &std::io::Error) -> String {
     let text = e.to_string();
-    text.split(" (os error ")
-        .next()
-        .unwrap_or_default()
-        .to_owned()
+    text.split(" (os error ").next().unwrap_or_default().to_owned()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use rcgen::{
-        BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose,
-        IsCa, Issuer, KeyPair, KeyUsagePurpose,
+        BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+        KeyUsagePurpose,
     };
     use rustls::pki_types::ServerName;
     use std::process::Command;
@@ -619,8 +575,7 @@ mod tests {
         fn new(tag: &str) -> Self {
             static COUNTER: AtomicUsize = AtomicUsize::new(0);
             let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-            let path =
-                std::env::temp_dir().join(format!("wsproxy-tls-{tag}-{}-{n}", std::process::id()));
+            let path = std::env::temp_dir().join(format!("wsproxy-tls-{tag}-{}-{n}", std::process::id()));
             let _ = std::fs::remove_dir_all(&path);
             std::fs::create_dir_all(&path).unwrap();
             Self(path)
@@ -661,9 +616,7 @@ mod tests {
 
     fn test_ca() -> CertifiedIssuer<'static, KeyPair> {
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "wsproxy test CA");
+        params.distinguished_name.push(DnType::CommonName, "wsproxy test CA");
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.key_usages = vec![
             KeyUsagePurpose::KeyCertSign,
@@ -674,10 +627,7 @@ mod tests {
     }
 
     /// (certificate PEM, PKCS#8 key PEM) for "localhost", ECDSA P-256, signed by `ca`.
-    fn leaf(
-        ca: &CertifiedIssuer<'static, KeyPair>,
-        usage: ExtendedKeyUsagePurpose,
-    ) -> (String, String) {
+    fn leaf(ca: &CertifiedIssuer<'static, KeyPair>, usage: ExtendedKeyUsagePurpose) -> (String, String) {
         let issuer: &Issuer<'static, KeyPair> = ca;
         let key = KeyPair::generate().unwrap();
         let mut params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
@@ -715,11 +665,7 @@ mod tests {
     }
 
     /// Version, suite and ALPN protocol as the client saw them.
-    type Negotiated = (
-        Option<ProtocolVersion>,
-        Option<CipherSuite>,
-        Option<Vec<u8>>,
-    );
+    type Negotiated = (Option<ProtocolVersion>, Option<CipherSuite>, Option<Vec<u8>>);
 
     /// What each side saw: the server's and client's results, and the negotiated parameters.
     struct Outcome {
@@ -734,10 +680,7 @@ mod tests {
         let acceptor = tokio_rustls::TlsAcceptor::from(server);
         let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
         let server_side = async move {
-            let mut tls = acceptor
-                .accept(server_io)
-                .await
-                .map_err(|e| e.to_string())?;
+            let mut tls = acceptor.accept(server_io).await.map_err(|e| e.to_string())?;
             let mut buf = [0u8; 4];
             tls.read_exact(&mut buf).await.map_err(|e| e.to_string())?;
             tls.write_all(&buf).await.map_err(|e| e.to_string())?;
@@ -746,10 +689,7 @@ mod tests {
         };
         let client_side = async move {
             let name = ServerName::try_from("localhost").unwrap();
-            let mut tls = connector
-                .connect(name, client_io)
-                .await
-                .map_err(|e| e.to_string())?;
+            let mut tls = connector.connect(name, client_io).await.map_err(|e| e.to_string())?;
             tls.write_all(b"ping").await.map_err(|e| e.to_string())?;
             tls.flush().await.map_err(|e| e.to_string())?;
             let mut buf = [0u8; 4];
@@ -888,13 +828,7 @@ mod tests {
         let cert = tmp.0.join("rsacert.pem");
         run(
             openssl,
-            &[
-                "genrsa",
-                "-traditional",
-                "-out",
-                key.to_str().unwrap(),
-                "2048",
-            ],
+            &["genrsa", "-traditional", "-out", key.to_str().unwrap(), "2048"],
         );
         run(
             openssl,
@@ -925,10 +859,7 @@ mod tests {
             ..o
         })
         .unwrap_err();
-        assert!(
-            err.contains("RSA key") && err.contains("ECDHE-RSA"),
-            "{err}"
-        );
+        assert!(err.contains("RSA key") && err.contains("ECDHE-RSA"), "{err}");
         server_config(&ServerTls {
             ciphers: Some("ECDHE-RSA-AES128-GCM-SHA256"),
             ..o
@@ -949,19 +880,9 @@ mod tests {
         let sec1 = tmp.0.join("sec1.pem");
         run(
             openssl,
-            &[
-                "ec",
-                "-in",
-                pkcs8.to_str().unwrap(),
-                "-out",
-                sec1.to_str().unwrap(),
-            ],
+            &["ec", "-in", pkcs8.to_str().unwrap(), "-out", sec1.to_str().unwrap()],
         );
-        assert!(
-            std::fs::read_to_string(&sec1)
-                .unwrap()
-                .contains("BEGIN EC PRIVATE KEY")
-        );
+        assert!(std::fs::read_to_string(&sec1).unwrap().contains("BEGIN EC PRIVATE KEY"));
         server_config(&ServerTls {
             key: Some(&sec1),
             ..opts(&cert_path)
@@ -1005,10 +926,7 @@ mod tests {
         let err = server_config(&o).unwrap_err();
         assert_eq!(
             err,
-            format!(
-                "private key in {} is encrypted: give --key-password",
-                enc.display()
-            )
+            format!("private key in {} is encrypted: give --key-password", enc.display())
         );
         let err = server_config(&ServerTls {
             key_password: Some("wrong"),
@@ -1082,14 +1000,8 @@ mod tests {
         );
         // Every name in the table resolves to a suite of the ring provider.
         for name in SUITE_NAMES {
-            assert_eq!(
-                select_suites(name.openssl, &all).unwrap()[0].suite(),
-                name.suite
-            );
-            assert_eq!(
-                select_suites(name.iana, &all).unwrap()[0].suite(),
-                name.suite
-            );
+            assert_eq!(select_suites(name.openssl, &all).unwrap()[0].suite(), name.suite);
+            assert_eq!(select_suites(name.iana, &all).unwrap()[0].suite(), name.suite);
         }
         assert_eq!(SUITE_NAMES.len(), all.len());
         // An unsupported OpenSSL name next to a supported one is skipped.
@@ -1101,19 +1013,9 @@ mod tests {
     fn cipher_keywords_and_errors() {
         let all = ring_suites();
         for spec in ["HIGH:!aNULL:!MD5", "DEFAULT", "ECDHE+AESGCM:!aNULL"] {
-            assert_eq!(
-                select_suites(spec, &all).unwrap().len(),
-                all.len(),
-                "{spec}"
-            );
+            assert_eq!(select_suites(spec, &all).unwrap().len(), all.len(), "{spec}");
         }
-        for spec in [
-            "FOO:BAR",
-            "!aNULL:!eNULL",
-            "LOW",
-            "",
-            "AES128-SHA:DHE-RSA-AES256-SHA",
-        ] {
+        for spec in ["FOO:BAR", "!aNULL:!eNULL", "LOW", "", "AES128-SHA:DHE-RSA-AES256-SHA"] {
             let err = select_suites(spec, &all).unwrap_err();
             assert!(err.contains("names no supported cipher suite"), "{err}");
             assert!(err.contains("ECDHE-RSA-AES128-GCM-SHA256"), "{err}");
@@ -1131,22 +1033,12 @@ mod tests {
             v.iter().map(|v| v.version).collect()
         };
         use ProtocolVersion::{TLSv1_2, TLSv1_3};
-        for min in [
-            MinTlsVersion::Default,
-            MinTlsVersion::Tls11,
-            MinTlsVersion::Tls12,
-        ] {
-            assert_eq!(
-                ids(protocol_versions(min, &all).unwrap()),
-                [TLSv1_2, TLSv1_3]
-            );
+        for min in [MinTlsVersion::Default, MinTlsVersion::Tls11, MinTlsVersion::Tls12] {
+            assert_eq!(ids(protocol_versions(min, &all).unwrap()), [TLSv1_2, TLSv1_3]);
             assert_eq!(ids(protocol_versions(min, &tls12).unwrap()), [TLSv1_2]);
             assert_eq!(ids(protocol_versions(min, &tls13).unwrap()), [TLSv1_3]);
         }
-        assert_eq!(
-            ids(protocol_versions(MinTlsVersion::Tls13, &all).unwrap()),
-            [TLSv1_3]
-        );
+        assert_eq!(ids(protocol_versions(MinTlsVersion::Tls13, &all).unwrap()), [TLSv1_3]);
         let err = protocol_versions(MinTlsVersion::Tls13, &tls12).unwrap_err();
         assert!(
             err.contains("tlsv1_3") && err.contains("TLS_AES_128_GCM_SHA256"),
@@ -1218,10 +1110,7 @@ mod tests {
             .with_no_client_auth();
         let (version, suite, _) = handshake(only12, modern).await.client.unwrap();
         assert_eq!(version, Some(ProtocolVersion::TLSv1_2));
-        assert_eq!(
-            suite,
-            Some(CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256)
-        );
+        assert_eq!(suite, Some(CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256));
 
         let err = server_config(&ServerTls {
             min_version: MinTlsVersion::Tls13,
@@ -1254,10 +1143,7 @@ mod tests {
 
         let anonymous = Arc::unwrap_or_clone(client_config(Some(&ca_path)).unwrap());
         let out = handshake(server.clone(), anonymous).await;
-        assert!(
-            out.server.is_err(),
-            "server accepted a client without a certificate"
-        );
+        assert!(out.server.is_err(), "server accepted a client without a certificate");
         assert!(out.client.is_err());
 
         let (client_cert, client_key) = leaf(&ca, ExtendedKeyUsagePurpose::ClientAuth);
@@ -1302,10 +1188,7 @@ mod tests {
                 ..opts(Path::new("self.pem"))
             }
         );
-        assert!(
-            !shown.contains("hunter2") && shown.contains("redacted"),
-            "{shown}"
-        );
+        assert!(!shown.contains("hunter2") && shown.contains("redacted"), "{shown}");
     }
 
     #[test]

@@ -77,10 +77,10 @@ struct CleanPath {
 impl StaticFiles {
     /// Fails with a one-line message if DIR does not exist or is not a directory.
     pub fn new(dir: &Path, listing: bool) -> Result<Self, String> {
-        let root = std::fs::canonicalize(dir)
-            .map_err(|e| format!("cannot use --web {}: {}", dir.display(), io_reason(&e)))?;
-        let meta = std::fs::metadata(&root)
-            .map_err(|e| format!("cannot use --web {}: {}", dir.display(), io_reason(&e)))?;
+        let root =
+            std::fs::canonicalize(dir).map_err(|e| format!("cannot use --web {}: {}", dir.display(), io_reason(&e)))?;
+        let meta =
+            std::fs::metadata(&root).map_err(|e| format!("cannot use --web {}: {}", dir.display(), io_reason(&e)))?;
         if !meta.is_dir() {
             return Err(format!(
                 "cannot use --web {}: not a directory (give the folder to serve)",
@@ -143,12 +143,7 @@ impl StaticFiles {
         canonical.starts_with(&self.root).then_some(canonical)
     }
 
-    async fn directory(
-        &self,
-        dir: &Path,
-        segments: &[String],
-        req: &http::request::Parts,
-    ) -> Response<Body> {
+    async fn directory(&self, dir: &Path, segments: &[String], req: &http::request::Parts) -> Response<Body> {
         let index = dir.join("index.html");
         if tokio::fs::symlink_metadata(&index).await.is_ok() {
             // An index.html that escapes DIR must not fall back to a listing: the operator meant
@@ -197,11 +192,7 @@ impl StaticFiles {
             let is_dir = tokio::fs::metadata(&path).await.is_ok_and(|m| m.is_dir());
             entries.push((name, is_dir));
         }
-        entries.sort_by(|a, b| {
-            a.0.to_lowercase()
-                .cmp(&b.0.to_lowercase())
-                .then(a.0.cmp(&b.0))
-        });
+        entries.sort_by(|a, b| a.0.to_lowercase().cmp(&b.0.to_lowercase()).then(a.0.cmp(&b.0)));
         Ok(render_listing(segments, &entries))
     }
 }
@@ -252,11 +243,7 @@ fn not_found() -> Response<Body> {
 /// A response with an in-memory body and an explicit Content-Length (kept for HEAD).
 fn sized_response(status: StatusCode, body: Bytes) -> Response<Body> {
     let len = body.len() as u64;
-    let mut resp = Response::new(
-        Full::new(body)
-            .map_err(|never| match never {})
-            .boxed_unsync(),
-    );
+    let mut resp = Response::new(Full::new(body).map_err(|never| match never {}).boxed_unsync());
     *resp.status_mut() = status;
     resp.headers_mut()
         .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
@@ -318,11 +305,8 @@ fn clean_path(raw: &str) -> Result<CleanPath, Reject> {
     if !raw.starts_with('/') {
         return Err(Reject::BadRequest("Bad Request: path must start with /"));
     }
-    let bytes = percent_decode(raw).ok_or(Reject::BadRequest(
-        "Bad Request: invalid percent-encoding in path",
-    ))?;
-    let decoded = String::from_utf8(bytes)
-        .map_err(|_| Reject::BadRequest("Bad Request: path is not valid UTF-8"))?;
+    let bytes = percent_decode(raw).ok_or(Reject::BadRequest("Bad Request: invalid percent-encoding in path"))?;
+    let decoded = String::from_utf8(bytes).map_err(|_| Reject::BadRequest("Bad Request: path is not valid UTF-8"))?;
     if decoded.contains('\0') || decoded.contains('\\') {
         return Err(Reject::BadRequest("Bad Request: NUL or backslash in path"));
     }
@@ -401,10 +385,7 @@ fn html_escape(s: &str) -> String {
 /// An io::Error as text without the trailing " (os error N)" noise.
 fn io_reason(e: &std::io::Error) -> String {
     let text = e.to_string();
-    text.split(" (os error ")
-        .next()
-        .unwrap_or_default()
-        .to_owned()
+    text.split(" (os error ").next().unwrap_or_default().to_owned()
 }
 
 #[cfg(test)]
@@ -419,8 +400,7 @@ mod tests {
         fn new(tag: &str) -> Self {
             static COUNTER: AtomicUsize = AtomicUsize::new(0);
             let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-            let path =
-                std::env::temp_dir().join(format!("wsproxy-web-{tag}-{}-{n}", std::process::id()));
+            let path = std::env::temp_dir().join(format!("wsproxy-web-{tag}-{}-{n}", std::process::id()));
             let _ = std::fs::remove_dir_all(&path);
             std::fs::create_dir_all(&path).unwrap();
             Self(path)
@@ -474,10 +454,7 @@ mod tests {
 
     impl Got {
         fn header(&self, name: header::HeaderName) -> &str {
-            self.headers
-                .get(name)
-                .map(|v| v.to_str().unwrap())
-                .unwrap_or("")
+            self.headers.get(name).map(|v| v.to_str().unwrap()).unwrap_or("")
         }
         fn text(&self) -> String {
             String::from_utf8_lossy(&self.body).into_owned()
@@ -507,10 +484,7 @@ mod tests {
     fn new_rejects_missing_and_non_directory() {
         let (_tmp, root) = fixture("new");
         let err = StaticFiles::new(&root.join("nope"), true).unwrap_err();
-        assert!(
-            err.contains("nope") && err.contains("No such file"),
-            "{err}"
-        );
+        assert!(err.contains("nope") && err.contains("No such file"), "{err}");
         assert!(!err.contains('\n'));
         let err = StaticFiles::new(&root.join("data.txt"), true).unwrap_err();
         assert!(err.contains("not a directory"), "{err}");
@@ -604,13 +578,7 @@ mod tests {
         let first = get(&sf, "/data.txt").await;
         let stamp = first.header(header::LAST_MODIFIED).to_owned();
         assert!(!stamp.is_empty());
-        let again = send(
-            &sf,
-            Method::GET,
-            "/data.txt",
-            &[("if-modified-since", &stamp)],
-        )
-        .await;
+        let again = send(&sf, Method::GET, "/data.txt", &[("if-modified-since", &stamp)]).await;
         assert_eq!(again.status, StatusCode::NOT_MODIFIED);
         assert!(again.body.is_empty());
         let old = "Mon, 01 Jan 2001 00:00:00 GMT";
@@ -630,17 +598,11 @@ mod tests {
         assert_eq!(got.status, StatusCode::OK);
         assert!(got.header(header::CONTENT_TYPE).starts_with("text/html"));
         let html = got.text();
-        assert!(
-            html.contains("<title>Directory listing for /sub/</title>"),
-            "{html}"
-        );
+        assert!(html.contains("<title>Directory listing for /sub/</title>"), "{html}");
         assert!(html.contains("<a href=\"a.txt\">a.txt</a>"), "{html}");
 
         let html = get(&sf, "/").await.text();
-        assert!(
-            html.contains("<title>Directory listing for /</title>"),
-            "{html}"
-        );
+        assert!(html.contains("<title>Directory listing for /</title>"), "{html}");
         assert!(html.contains("<a href=\"sub/\">sub/</a>"), "{html}");
         assert!(
             html.contains("<a href=\"%3Cb%3E%26%22x%27.txt\">&lt;b&gt;&amp;&quot;x&#x27;.txt</a>"),
@@ -741,11 +703,7 @@ mod tests {
     async fn index_html_pointing_outside_is_refused() {
         let (tmp, root) = fixture("index-out");
         std::fs::create_dir_all(root.join("trap")).unwrap();
-        std::os::unix::fs::symlink(
-            tmp.0.join("outside/secret.txt"),
-            root.join("trap/index.html"),
-        )
-        .unwrap();
+        std::os::unix::fs::symlink(tmp.0.join("outside/secret.txt"), root.join("trap/index.html")).unwrap();
         let sf = StaticFiles::new(&root, true).unwrap();
         let got = get(&sf, "/trap/").await;
         assert_eq!(got.status, StatusCode::NOT_FOUND);
