@@ -6,3 +6,4 @@ mod http;
 mod lifecycle;
 mod relay;
 mod util;
+mod wrap;

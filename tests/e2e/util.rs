@@ -21,6 +21,8 @@ pub const WAIT: Duration = Duration::from_secs(20);
 pub struct Proxy {
     child: Child,
     lines: Arc<(Mutex<Vec<String>>, Condvar)>,
+    /// Set when stderr reached EOF: every line has been collected.
+    stderr_done: Arc<std::sync::atomic::AtomicBool>,
     pub addr: SocketAddr,
 }
 
@@ -56,6 +58,8 @@ impl Proxy {
         let stderr = child.stderr.take().expect("stderr");
         let lines: Arc<(Mutex<Vec<String>>, Condvar)> = Arc::default();
         let sink = lines.clone();
+        let stderr_done: Arc<std::sync::atomic::AtomicBool> = Arc::default();
+        let done = stderr_done.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
@@ -65,10 +69,14 @@ impl Proxy {
                 sink.0.lock().unwrap().push(line);
                 sink.1.notify_all();
             }
+            let _guard = sink.0.lock().unwrap();
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+            sink.1.notify_all();
         });
         Proxy {
             child,
             lines,
+            stderr_done,
             addr: "0.0.0.0:0".parse().unwrap(),
         }
     }
@@ -108,6 +116,14 @@ impl Proxy {
         let deadline = Instant::now() + limit;
         loop {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
+                // Let the reader collect the last lines (bounded: a leftover process may hold stderr).
+                let (lock, cond) = &*self.lines;
+                let guard = lock.lock().unwrap();
+                let _ = cond
+                    .wait_timeout_while(guard, Duration::from_secs(2), |_| {
+                        !self.stderr_done.load(std::sync::atomic::Ordering::SeqCst)
+                    })
+                    .unwrap();
                 return status;
             }
             assert!(

@@ -125,9 +125,17 @@ pub struct Cli {
     #[arg(long)]
     pub file_only: bool,
 
-    /// What to do when the wrapped command exits (not supported yet)
+    /// What to do when the wrapped command (`-- CMD ARGS`) exits: exit with its code, ignore it
+    /// (for daemonizing servers such as vncserver), or respawn it (at most 3 starts in 10 s, then
+    /// backoff). The command's stdin, stdout and stderr are inherited: its output appears where
+    /// wsproxy's does.
     #[arg(long, value_enum)]
     pub wrap_mode: Option<WrapMode>,
+
+    /// The port the wrapped command binds (moved to loopback); default: the port wsproxy listens on.
+    /// Required with --unix-listen and --inetd, which have no port
+    #[arg(long, value_name = "PORT")]
+    pub wrap_port: Option<u16>,
 
     /// Listen on IPv6 (::) rather than IPv4 when no source address is given
     #[arg(short = '6', long)]

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::cli::{Cli, SslVersion};
+use crate::cli::{Cli, SslVersion, WrapMode};
 use crate::relay;
 use crate::tls::{self, MinTlsVersion, ServerTls};
 use crate::web::StaticFiles;
@@ -32,6 +32,21 @@ pub enum Target {
         port: u16,
     },
     Unix(PathBuf),
+    /// The wrapped command's listener: it binds `port`, librebind.so moves that bind to a loopback
+    /// port the kernel picks, and the supervisor publishes the reported address (`server::Shared`).
+    Wrapped {
+        port: u16,
+    },
+}
+
+/// `-- CMD ARGS` with `--wrap-mode`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Wrap {
+    pub command: Vec<String>,
+    pub mode: WrapMode,
+    /// The port the command binds, which librebind.so moves.
+    pub port: u16,
+    pub lib: PathBuf,
 }
 
 impl std::fmt::Display for Target {
@@ -40,6 +55,7 @@ impl std::fmt::Display for Target {
             Target::Tcp { host, port } if host.contains(':') => write!(f, "[{host}]:{port}"),
             Target::Tcp { host, port } => write!(f, "{host}:{port}"),
             Target::Unix(path) => write!(f, "unix:{}", path.display()),
+            Target::Wrapped { port } => write!(f, "the wrapped command (its port {port}, moved to loopback)"),
         }
     }
 }
@@ -57,6 +73,7 @@ pub struct Logging {
 pub struct Config {
     pub listen: Listen,
     pub target: Target,
+    pub wrap: Option<Wrap>,
     pub tls: Option<Arc<rustls::ServerConfig>>,
     pub ssl_only: bool,
     pub target_tls: Option<Arc<rustls::ClientConfig>>,
@@ -81,6 +98,7 @@ impl std::fmt::Debug for Config {
         f.debug_struct("Config")
             .field("listen", &self.listen)
             .field("target", &self.target)
+            .field("wrap", &self.wrap)
             .field("tls", &self.tls.is_some())
             .field("ssl_only", &self.ssl_only)
             .field("target_tls", &self.target_tls.is_some())
@@ -93,10 +111,6 @@ impl std::fmt::Debug for Config {
 /// Options that belong to later work: accepted by the parser so scripts get a clear message.
 fn refuse_unsupported(cli: &Cli) -> Result<(), String> {
     let unsupported = [
-        (
-            cli.wrap_mode.is_some() || !cli.wrap_command.is_empty(),
-            "wrap mode (-- COMMAND, --wrap-mode)",
-        ),
         (
             cli.token_plugin.is_some() || cli.target_config.is_some(),
             "--token-plugin/--target-config",
@@ -123,7 +137,8 @@ impl TryFrom<Cli> for Config {
     fn try_from(cli: Cli) -> Result<Self, String> {
         refuse_unsupported(&cli)?;
         let takes_listen = cli.unix_listen.is_none() && !cli.inetd;
-        let takes_target = cli.unix_target.is_none();
+        let wrapping = !cli.wrap_command.is_empty();
+        let takes_target = cli.unix_target.is_none() && !wrapping;
         let wanted = usize::from(takes_listen) + usize::from(takes_target);
         let mut args = cli.positional.iter();
         let listen_arg = if takes_listen { args.next() } else { None };
@@ -146,15 +161,23 @@ impl TryFrom<Cli> for Config {
                 );
             }
         };
-        let target = match (&cli.unix_target, target_arg) {
-            (Some(path), _) => Target::Unix(absolute(path)?),
-            (None, Some(arg)) => parse_target(arg)?,
-            (None, None) => {
+        let wrap = if wrapping {
+            Some(wrap_config(&cli, &listen)?)
+        } else if cli.wrap_mode.is_some() || cli.wrap_port.is_some() {
+            return Err("--wrap-mode and --wrap-port need a command to wrap: wsproxy PORT -- CMD ARGS...".into());
+        } else {
+            None
+        };
+        let target = match (&cli.unix_target, target_arg, &wrap) {
+            (_, _, Some(wrap)) => Target::Wrapped { port: wrap.port },
+            (Some(path), _, None) => Target::Unix(absolute(path)?),
+            (None, Some(arg), None) => parse_target(arg)?,
+            (None, None, None) => {
                 return Err("missing the target: give target_addr:target_port or --unix-target FILE".into());
             }
         };
-        if cli.ssl_target && matches!(target, Target::Unix(_)) {
-            return Err("--ssl-target needs a TCP target (host:port), not --unix-target".into());
+        if cli.ssl_target && !matches!(target, Target::Tcp { .. }) {
+            return Err("--ssl-target needs a TCP target (host:port), not --unix-target or a wrapped command".into());
         }
 
         let cert = match &cli.cert {
@@ -211,6 +234,7 @@ impl TryFrom<Cli> for Config {
         Ok(Config {
             listen,
             target,
+            wrap,
             tls,
             ssl_only: cli.ssl_only,
             target_tls,
@@ -238,6 +262,40 @@ impl TryFrom<Cli> for Config {
             },
         })
     }
+}
+
+/// Wrap mode: which port the command binds, and where librebind.so is.
+fn wrap_config(cli: &Cli, listen: &Listen) -> Result<Wrap, String> {
+    if cli.unix_target.is_some() {
+        return Err("--unix-target cannot be used with a wrapped command (-- CMD)".into());
+    }
+    if cli.ssl_target {
+        return Err("--ssl-target needs a TCP target (host:port), not a wrapped command".into());
+    }
+    let port = match (cli.wrap_port, listen) {
+        (Some(port), _) => port,
+        (None, Listen::Tcp(addr)) => addr.port(),
+        (None, _) => {
+            return Err(
+                "a wrapped command with --unix-listen or --inetd needs --wrap-port PORT: the port the command binds"
+                    .into(),
+            );
+        }
+    };
+    if port == 0 {
+        return Err(
+            "wrap mode needs a fixed port: the command must bind the port wsproxy listens on (or --wrap-port PORT), not 0"
+                .into(),
+        );
+    }
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find the wsproxy executable: {e}"))?;
+    let lib = crate::preload::locate(&exe, std::env::var_os("WSPROXY_REBIND_LIB").as_deref(), Path::exists)?;
+    Ok(Wrap {
+        command: cli.wrap_command.clone(),
+        mode: cli.wrap_mode.unwrap_or(WrapMode::Exit),
+        port,
+        lib: absolute(&lib)?,
+    })
 }
 
 /// Paths are made absolute at start-up because `--daemon` changes directory to `/`.
@@ -386,11 +444,26 @@ mod tests {
     fn later_features_are_refused_clearly() {
         for args in [
             &["--token-plugin", "TokenFile", "6080"][..],
-            &["6080", "--", "telnetd"],
             &["--host-token", "6080", "h:1"],
         ] {
             assert!(config(args).unwrap_err().contains("not supported yet"), "{args:?}");
         }
+    }
+
+    #[test]
+    fn wrap_mode_needs_a_port_and_a_command() {
+        let err = config(&["127.0.0.1:0", "--", "telnetd"]).unwrap_err();
+        assert!(err.contains("fixed port"), "{err}");
+        let err = config(&["--unix-listen", "/tmp/ws.sock", "--", "telnetd"]).unwrap_err();
+        assert!(err.contains("--wrap-port"), "{err}");
+        let err = config(&["--wrap-mode", "respawn", "6080", "h:1"]).unwrap_err();
+        assert!(err.contains("need a command"), "{err}");
+        let err = config(&["--unix-target", "/tmp/x", "6080", "--", "telnetd"]).unwrap_err();
+        assert!(err.contains("--unix-target"), "{err}");
+        let err = config(&["--ssl-target", "6080", "--", "telnetd"]).unwrap_err();
+        assert!(err.contains("--ssl-target"), "{err}");
+        let err = config(&["6080", "h:1", "--", "telnetd"]).unwrap_err();
+        assert!(err.contains("too many"), "{err}");
     }
 
     #[test]

@@ -7,7 +7,10 @@
 //! - `server`: the accept loop, connection limit, stop conditions and the drain on shutdown.
 //! - `session`: one connection: TLS detection, HTTP via hyper (upgrade, static files, 405).
 //! - `handshake`: the WebSocket upgrade rules (websockify's `binary` subprotocol rule, lenient).
-//! - `target`: connecting to the target (every resolved address, optional TLS, UNIX sockets).
+//! - `target`: connecting to the target (every resolved address, optional TLS, UNIX sockets, the
+//!   wrapped command's moved port).
+//! - `supervisor`: wrap mode (`-- CMD ARGS`): starts, watches, respawns and stops the command.
+//! - `preload`: wrap mode's pure parts: finding librebind.so, the command's environment.
 //! - `relay`: the data path, one hand-polled future per session with backpressure both ways.
 //! - `frame`: the WebSocket framing the relay uses; pure functions, swappable in one place.
 //! - `buffer`: relay buffers that exist only while data flows, pooled per thread.
@@ -24,24 +27,50 @@ pub mod frame;
 pub mod handshake;
 pub mod listener;
 pub mod logging;
+pub mod preload;
 pub mod relay;
 pub mod server;
 pub mod session;
+pub mod supervisor;
 pub mod tap;
 pub mod target;
 pub mod tls;
 pub mod web;
 
-/// Serves until SIGINT or SIGTERM (or a lifecycle option) ends it.
-pub async fn run(config: config::Config, bound: listener::Bound) -> Result<(), String> {
+/// Serves until SIGINT or SIGTERM (or a lifecycle option, or in wrap mode the command) ends it.
+/// Returns the exit code: 0, or under `--wrap-mode=exit` the command's.
+pub async fn run(config: config::Config, bound: listener::Bound) -> Result<u8, String> {
     use tokio::signal::unix::{SignalKind, signal};
+    use tokio_util::sync::CancellationToken;
     let mut term = signal(SignalKind::terminate()).map_err(|e| format!("cannot watch SIGTERM: {e}"))?;
     let mut int = signal(SignalKind::interrupt()).map_err(|e| format!("cannot watch SIGINT: {e}"))?;
-    let shutdown = async move {
+    // Cancelled on a signal or when the server stops: the wrapped command is stopped at once.
+    let stop_command = CancellationToken::new();
+    // Cancelled when the supervisor is done (`--wrap-mode=exit`): the server drains and stops.
+    let command_done = CancellationToken::new();
+    let shutdown = async {
         tokio::select! {
-            _ = term.recv() => {},
-            _ = int.recv() => {},
+            _ = term.recv() => tracing::info!("signal received (SIGTERM)"),
+            _ = int.recv() => tracing::info!("signal received (SIGINT)"),
+            () = command_done.cancelled() => {},
         }
+        stop_command.cancel();
     };
-    server::run(config, bound, shutdown).await
+    let Some(wrap) = config.wrap.clone() else {
+        return server::run(config, bound, None, shutdown).await.map(|()| 0);
+    };
+    let (addr, wrapped) = tokio::sync::watch::channel(None);
+    let grace = config.shutdown_grace;
+    let supervisor = async {
+        let code = supervisor::run(wrap, grace, addr, stop_command.clone()).await;
+        command_done.cancel();
+        code
+    };
+    let server = async {
+        let served = server::run(config, bound, Some(wrapped), shutdown).await;
+        stop_command.cancel();
+        served
+    };
+    let (code, served) = tokio::join!(supervisor, server);
+    served.map(|()| code)
 }

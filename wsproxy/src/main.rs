@@ -50,7 +50,7 @@ fn main() -> ExitCode {
         Err(e) => return fail(&format!("cannot start the runtime: {e}"), 1),
     };
     match runtime.block_on(wsproxy::run(config, bound)) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(msg) => fail(&msg, 1),
     }
 }

@@ -21,6 +21,7 @@ use tracing::{Instrument, info, info_span, warn};
 use crate::config::Config;
 use crate::listener::{Bound, Listener};
 use crate::session;
+use crate::target::WrappedAddr;
 
 const MIN_BACKOFF: Duration = Duration::from_millis(5);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
@@ -40,6 +41,8 @@ pub struct Shared {
     pub tls: Option<TlsAcceptor>,
     /// Cancelled when the server stops: sessions close with 1001.
     pub cancel: CancellationToken,
+    /// Wrap mode: the wrapped command's latest loopback address, published by the supervisor.
+    pub wrapped: Option<WrappedAddr>,
     activity: watch::Sender<Activity>,
 }
 
@@ -61,7 +64,12 @@ impl Shared {
 }
 
 /// Serves until `shutdown` resolves or a lifecycle option says to stop, then drains.
-pub async fn run(config: Config, bound: Bound, shutdown: impl Future<Output = ()>) -> Result<(), String> {
+pub async fn run(
+    config: Config,
+    bound: Bound,
+    wrapped: Option<WrappedAddr>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), String> {
     let socket_path: Option<PathBuf> = bound.socket_path().map(Into::into);
     let single = matches!(bound, Bound::Connection(_));
     let mut listener = Listener::register(bound).map_err(|e| format!("cannot use the listening socket: {e}"))?;
@@ -77,6 +85,7 @@ pub async fn run(config: Config, bound: Bound, shutdown: impl Future<Output = ()
         tls: config.tls.clone().map(TlsAcceptor::from),
         config,
         cancel: CancellationToken::new(),
+        wrapped,
         activity,
     });
     let permits = Arc::new(Semaphore::new(max));
@@ -84,7 +93,7 @@ pub async fn run(config: Config, bound: Bound, shutdown: impl Future<Output = ()
     let ids = AtomicU64::new(1);
     let mut stop = std::pin::pin!(async {
         tokio::select! {
-            () = shutdown => info!("signal received: closing sessions (grace {grace:?})"),
+            () = shutdown => info!("stopping: closing sessions (grace {grace:?})"),
             () = stop_rules => {},
         }
     });

@@ -161,7 +161,7 @@ async fn relay(shared: &Shared, mut client: ClientStream, early: &[u8], id: u64)
     let config = &shared.config;
     shared.session_opened();
     let started = Instant::now();
-    let target = match target::connect(&config.target, config.target_tls.as_ref()).await {
+    let target = match target::connect(&config.target, config.target_tls.as_ref(), shared.wrapped.as_ref()).await {
         Ok(target) => target,
         Err(e) => {
             warn!("cannot connect to target {}: {e}", config.target);

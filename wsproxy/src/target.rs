@@ -1,4 +1,5 @@
-//! Connecting to the target: TCP (every resolved address in turn, optionally TLS) or a UNIX socket.
+//! Connecting to the target: TCP (every resolved address in turn, optionally TLS), a UNIX socket, or
+//! the wrapped command's moved listener (the latest address the supervisor published).
 
 use std::io;
 use std::net::SocketAddr;
@@ -7,6 +8,8 @@ use std::time::Duration;
 
 use rustls::pki_types::ServerName;
 use tokio::net::{TcpStream, UnixStream};
+use tokio::sync::watch;
+use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 use tokio_util::either::Either;
@@ -18,9 +21,24 @@ pub type TargetStream = Either<Plain, Box<TlsStream<Plain>>>;
 
 /// How long one address gets to accept before the next is tried.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a session waits for the wrapped command to report its first bind.
+const WRAPPED_REPORT_WAIT: Duration = Duration::from_secs(5);
+/// The report means "bound", not yet "listening": refused connects are retried this long.
+const WRAPPED_REFUSED_RETRY: Duration = Duration::from_secs(1);
 
-pub async fn connect(target: &Target, tls: Option<&Arc<rustls::ClientConfig>>) -> io::Result<TargetStream> {
+/// The wrapped command's loopback address, `None` until it reports a bind (or while it restarts).
+pub type WrappedAddr = watch::Receiver<Option<SocketAddr>>;
+
+pub async fn connect(
+    target: &Target,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+    wrapped: Option<&WrappedAddr>,
+) -> io::Result<TargetStream> {
     match target {
+        Target::Wrapped { .. } => match wrapped {
+            Some(addr) => Ok(Either::Left(Either::Left(connect_wrapped(addr.clone()).await?))),
+            None => Err(io::Error::other("wrap mode without a supervisor")),
+        },
         Target::Unix(path) => Ok(Either::Left(Either::Right(UnixStream::connect(path).await?))),
         Target::Tcp { host, port } => {
             let tcp = connect_tcp(host, *port).await?;
@@ -62,4 +80,59 @@ async fn connect_tcp(host: &str, port: u16) -> io::Result<TcpStream> {
         }
     }
     Err(last)
+}
+
+/// Connects to the latest address the wrapped command reported, waiting briefly for a first report
+/// and for `listen` after the bind. A refusal that lasts means the wrapped server is gone.
+async fn connect_wrapped(mut addr: WrappedAddr) -> io::Result<TcpStream> {
+    let started = Instant::now();
+    // The address that last refused, and since when: a new report (a respawn) starts a new retry window.
+    let mut refusing: Option<(SocketAddr, Instant)> = None;
+    loop {
+        let current = *addr.borrow_and_update();
+        let Some(current) = current else {
+            match tokio::time::timeout_at(started + WRAPPED_REPORT_WAIT, addr.changed()).await {
+                Ok(Ok(())) => continue,
+                _ => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::NotConnected,
+                        "the wrapped command has not bound its port (not started yet, restarting, or gone)",
+                    ));
+                }
+            }
+        };
+        match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(current)).await {
+            Ok(Ok(stream)) => {
+                stream.set_nodelay(true)?;
+                return Ok(stream);
+            }
+            Ok(Err(e)) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                let since = match refusing {
+                    Some((at, since)) if at == current => since,
+                    _ => {
+                        refusing = Some((current, Instant::now()));
+                        Instant::now()
+                    }
+                };
+                if since.elapsed() >= WRAPPED_REFUSED_RETRY {
+                    return Err(gone(current, &e));
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            Ok(Err(e)) => return Err(gone(current, &e)),
+            Err(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("{current}: the wrapped server did not answer in {CONNECT_TIMEOUT:?}"),
+                ));
+            }
+        }
+    }
+}
+
+fn gone(addr: SocketAddr, e: &io::Error) -> io::Error {
+    io::Error::new(
+        e.kind(),
+        format!("the wrapped server is gone: nothing listens on {addr} ({e})"),
+    )
 }
