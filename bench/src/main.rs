@@ -1,0 +1,70 @@
+//! wsproxy-bench: a load generator that compares wsproxy with the proxies it replaces.
+//!
+//! Every proxy under test is started as a command on 127.0.0.1, in front of a TCP backend that
+//! lives in this process, and driven by a WebSocket client that also lives here. A built-in
+//! `no-proxy` baseline points the same client at an in-process WebSocket server, which shows what
+//! the client itself can do; every proxy's result is reported as a ratio to it.
+//!
+//! # Layout
+//! - `cli`: the command line (clap); one subcommand per scenario, options shared in `Common`.
+//! - `throughput`: the throughput scenario (one connection, SIZE bytes each way).
+//!   Later scenarios (latency, connects per second, idle memory) become sibling modules that
+//!   reuse everything below.
+//! - `proxy`: `NAME=TEMPLATE` specs; starting a proxy, waiting until it listens, stopping it.
+//! - `client`: the WebSocket client, hand-written framing (`raw`) or tokio-tungstenite.
+//! - `handshake`: the HTTP upgrade, client and server side, kept minimal.
+//! - `ws`: WebSocket framing: frame headers, masking 8 bytes at a time, a frame reader.
+//! - `transfer`: moving test data through TCP or WebSocket, counting, checking and timing it.
+//! - `pattern`: the test data, and checking that what arrived is what was sent.
+//! - `rng`: a small generator for test data and frame masks.
+//! - `report`: medians, the printed table and the JSON file.
+#![forbid(unsafe_code)]
+
+mod cli;
+mod client;
+mod handshake;
+mod pattern;
+mod proxy;
+mod report;
+mod rng;
+mod throughput;
+mod transfer;
+mod ws;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    // The default multi-thread runtime: the client and the in-process server or backend run
+    // on separate cores, as a browser and a target would, instead of taking turns on one.
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("wsproxy-bench: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = runtime.block_on(async {
+        // Proxies run in their own process group, so the terminal's Ctrl-C does not reach them.
+        // Catch it here instead: dropping the scenario drops its `Proxy` guards, which kill them.
+        tokio::select! {
+            outcome = run(cli.command) => outcome,
+            _ = tokio::signal::ctrl_c() => Err("interrupted".to_string()),
+        }
+    });
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("wsproxy-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: cli::Command) -> Result<(), String> {
+    match command {
+        cli::Command::Throughput(args) => throughput::run(&args).await,
+    }
+}
