@@ -6,7 +6,6 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use crate::util::*;
 
@@ -46,18 +45,7 @@ async fn wss_64mib_each_way_with_self_pem() {
     let (self_pem, _, _, ca) = make_cert(&dir);
     let (target, mut reports) = pattern_target_tcp(64 * MIB, 5, 6).await;
     let proxy = Proxy::start(&["--cert", self_pem.to_str().unwrap(), "127.0.0.1:0", &target.to_string()]);
-    let stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
-    let request = format!("wss://localhost:{}/", proxy.addr.port())
-        .into_client_request()
-        .unwrap();
-    let connector = tokio_tungstenite::Connector::Rustls(tls_client(&ca));
-    let (ws, _) = tokio::time::timeout(
-        WAIT,
-        tokio_tungstenite::client_async_tls_with_config(request, stream, None, Some(connector)),
-    )
-    .await
-    .unwrap()
-    .expect("wss handshake");
+    let ws = wss_connect(proxy.addr, &ca).await;
     let (down, ok) = exchange(ws, 64 * MIB, 64 * 1024, 6, 64 * MIB, 5).await;
     assert_eq!((down, ok), (64 * MIB, true));
     let (up, ok) = tokio::time::timeout(WAIT, reports.recv()).await.unwrap().unwrap();
@@ -92,14 +80,7 @@ async fn wss_with_separate_key_and_ssl_only() {
     assert_eq!(status, 400);
     assert!(String::from_utf8_lossy(&body).contains("wss://"));
     // ...and TLS clients are relayed.
-    let stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
-    let request = format!("wss://localhost:{}/", proxy.addr.port())
-        .into_client_request()
-        .unwrap();
-    let connector = tokio_tungstenite::Connector::Rustls(tls_client(&ca));
-    let (mut ws, _) = tokio_tungstenite::client_async_tls_with_config(request, stream, None, Some(connector))
-        .await
-        .expect("wss handshake");
+    let mut ws = wss_connect(proxy.addr, &ca).await;
     ws.send(Message::binary(b"secret".to_vec())).await.unwrap();
     let reply = tokio::time::timeout(WAIT, ws.next()).await.unwrap().unwrap().unwrap();
     assert_eq!(reply.into_data().as_ref(), b"secret");

@@ -389,6 +389,23 @@ where
     (checker.seen, ok)
 }
 
+/// A WebSocket client over TLS to `addr`, trusting exactly `ca_der` (name: localhost).
+pub async fn wss_connect(addr: SocketAddr, ca_der: &[u8]) -> Ws<tokio_tungstenite::MaybeTlsStream<TcpStream>> {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let request = format!("wss://localhost:{}/", addr.port())
+        .into_client_request()
+        .unwrap();
+    let connector = tokio_tungstenite::Connector::Rustls(tls_client(ca_der));
+    let (ws, _) = tokio::time::timeout(
+        WAIT,
+        tokio_tungstenite::client_async_tls_with_config(request, stream, None, Some(connector)),
+    )
+    .await
+    .expect("wss handshake timed out")
+    .expect("wss handshake");
+    ws
+}
+
 /// A raw TCP client for what libraries refuse to send: unmasked frames, garbage, slow requests.
 pub struct Raw {
     pub stream: TcpStream,

@@ -72,8 +72,8 @@ fn logged_group(proxy: &mut Proxy) -> Group {
     Group(pgid)
 }
 
-/// Processes (not zombies) in process group `pgid`, as `pid comm` strings.
-fn group_members(pgid: i32) -> Vec<String> {
+/// Every process as (`pid (comm)`, state, parent pid, process group), read from /proc/*/stat.
+fn processes() -> Vec<(String, String, String, String)> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
@@ -83,29 +83,34 @@ fn group_members(pgid: i32) -> Vec<String> {
             continue;
         };
         let fields: Vec<&str> = rest.split_whitespace().collect();
-        if fields.len() > 2 && fields[2] == pgid.to_string() && fields[0] != "Z" {
-            out.push(format!("{head}) {}", fields[0]));
+        if let [state, ppid, pgrp, ..] = fields[..] {
+            out.push((
+                format!("{head})"),
+                state.to_string(),
+                ppid.to_string(),
+                pgrp.to_string(),
+            ));
         }
     }
     out
 }
 
+/// Processes (not zombies) in process group `pgid`, as `pid (comm) state` strings.
+fn group_members(pgid: i32) -> Vec<String> {
+    processes()
+        .into_iter()
+        .filter(|(_, state, _, pgrp)| *pgrp == pgid.to_string() && state != "Z")
+        .map(|(name, state, _, _)| format!("{name} {state}"))
+        .collect()
+}
+
 /// Zombie children of `parent`.
 fn zombie_children(parent: u32) -> Vec<String> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        let Some((head, rest)) = stat.rsplit_once(')') else {
-            continue;
-        };
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        if fields.len() > 1 && fields[0] == "Z" && fields[1] == parent.to_string() {
-            out.push(format!("{head})"));
-        }
-    }
-    out
+    processes()
+        .into_iter()
+        .filter(|(_, state, ppid, _)| state == "Z" && *ppid == parent.to_string())
+        .map(|(name, ..)| name)
+        .collect()
 }
 
 fn wait_group_gone(pgid: i32) {
@@ -297,7 +302,6 @@ async fn r3_unix_listen_with_wrap_port_and_web() {
 /// wss:// to a wrapped command (`--cert`): TLS ends in wsproxy, the command speaks plain TCP.
 #[tokio::test]
 async fn r3_wss_with_cert_to_a_wrapped_command() {
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     let dir = TempDir::new("wrap-wss");
     let (self_pem, _, _, ca) = make_cert(&dir);
     let port = free_port();
@@ -307,16 +311,7 @@ async fn r3_wss_with_cert_to_a_wrapped_command() {
     args.extend(script.split(' '));
     let mut proxy = Proxy::start(&args);
     let _group = logged_group(&mut proxy);
-    let stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
-    let request = format!("wss://localhost:{port}/").into_client_request().unwrap();
-    let connector = tokio_tungstenite::Connector::Rustls(tls_client(&ca));
-    let (ws, _) = tokio::time::timeout(
-        WAIT,
-        tokio_tungstenite::client_async_tls_with_config(request, stream, None, Some(connector)),
-    )
-    .await
-    .unwrap()
-    .expect("wss handshake");
+    let ws = wss_connect(proxy.addr, &ca).await;
     let answer = http_over(ws).await;
     assert!(answer.starts_with("HTTP/1.0 200"), "{answer:?}; {:#?}", proxy.lines());
 }
