@@ -25,6 +25,11 @@ static REPORT_FD: AtomicI32 = AtomicI32::new(-1);
 static REPORT_OPEN: AtomicBool = AtomicBool::new(false);
 static REPORT_DEV: AtomicU64 = AtomicU64::new(0);
 static REPORT_INO: AtomicU64 = AtomicU64::new(0);
+/// The shared-port descriptor (`REBIND_STATE_FD`), or -1, and which
+/// regular file it was at startup.
+static STATE_FD: AtomicI32 = AtomicI32::new(-1);
+static STATE_DEV: AtomicU64 = AtomicU64::new(0);
+static STATE_INO: AtomicU64 = AtomicU64::new(0);
 
 /// The ELF constructor: the dynamic loader runs everything in
 /// `.init_array` after relocating the library and before `main`.
@@ -54,12 +59,20 @@ fn apply(config: Config) {
     if let Some(fd) = config.report_fd {
         // A descriptor that is not usable is reported by the first
         // rewritten bind, so only the process that binds complains.
-        if let Some(id) = report::identity(fd) {
+        if let Some(id) = report::identity(fd, report::PIPE_OR_SOCKET) {
             REPORT_DEV.store(id.dev, Ordering::Relaxed);
             REPORT_INO.store(id.ino, Ordering::Relaxed);
             REPORT_OPEN.store(true, Ordering::Relaxed);
         }
         REPORT_FD.store(fd, Ordering::Relaxed);
+    }
+    // An unusable state descriptor only loses the sharing across `exec`.
+    if let Some(fd) = config.state_fd
+        && let Some(id) = report::identity(fd, crate::shared::REGULAR_FILE)
+    {
+        STATE_DEV.store(id.dev, Ordering::Relaxed);
+        STATE_INO.store(id.ino, Ordering::Relaxed);
+        STATE_FD.store(fd, Ordering::Relaxed);
     }
     ACTIVE.store(true, Ordering::Release);
 }
@@ -76,6 +89,13 @@ pub(crate) fn ports() -> Option<Ports> {
     let mut new = NEW.load(Ordering::Relaxed);
     if new == 0 {
         new = CHOSEN.load(Ordering::Acquire);
+        if new == 0
+            && let Some(port) = crate::shared::load()
+        {
+            // Another process of the command chose it: adopt it for good.
+            remember_chosen(port);
+            new = port;
+        }
     }
     Some(Ports { old, new })
 }
@@ -86,8 +106,29 @@ pub(crate) fn remember_chosen(port: u16) {
     if port != 0 && NEW.load(Ordering::Relaxed) == 0 {
         // Losing the race to another thread's first bind is fine: that
         // thread's port is the one later binds will use.
-        let _ = CHOSEN.compare_exchange(0, port, Ordering::AcqRel, Ordering::Acquire);
+        if CHOSEN
+            .compare_exchange(0, port, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            crate::shared::store(port);
+        }
     }
+}
+
+/// The shared-port descriptor, if one was inherited, with its identity at
+/// startup.
+pub(crate) fn state_fd() -> Option<(c_int, report::Identity)> {
+    if !ACTIVE.load(Ordering::Acquire) {
+        return None;
+    }
+    let fd = STATE_FD.load(Ordering::Relaxed);
+    (fd >= 0).then(|| {
+        let id = report::Identity {
+            dev: STATE_DEV.load(Ordering::Relaxed),
+            ino: STATE_INO.load(Ordering::Relaxed),
+        };
+        (fd, id)
+    })
 }
 
 /// The report descriptor, if configured, with its identity at startup
@@ -122,6 +163,8 @@ pub(crate) struct Env<'a> {
     pub(crate) port_new: Option<&'a [u8]>,
     /// `REBIND_REPORT_FD`
     pub(crate) report_fd: Option<&'a [u8]>,
+    /// `REBIND_STATE_FD`
+    pub(crate) state_fd: Option<&'a [u8]>,
 }
 
 impl Env<'_> {
@@ -139,6 +182,7 @@ impl Env<'_> {
                 port_old: var(c"REBIND_PORT_OLD"),
                 port_new: var(c"REBIND_PORT_NEW"),
                 report_fd: var(c"REBIND_REPORT_FD"),
+                state_fd: var(c"REBIND_STATE_FD"),
             }
         }
     }
@@ -166,6 +210,7 @@ unsafe fn var<'a>(name: &CStr) -> Option<&'a [u8]> {
 pub(crate) struct Config {
     pub(crate) ports: Ports,
     pub(crate) report_fd: Option<c_int>,
+    pub(crate) state_fd: Option<c_int>,
 }
 
 /// A variable that is set (or missing from a pair that is set) but unusable.
@@ -211,19 +256,26 @@ pub(crate) fn decide<'a>(env: &Env<'a>) -> Decision<'a> {
     let Some(new_port) = new.and_then(parse_port) else {
         return invalid(new_name, new, NEW_EXPECTED);
     };
-    let report_fd = match env.report_fd {
-        None => None,
-        Some(value) => match parse_fd(value) {
-            Some(fd) => Some(fd),
-            None => return invalid("REBIND_REPORT_FD", Some(value), FD_EXPECTED),
-        },
-    };
+    let mut fds = [
+        (env.report_fd, "REBIND_REPORT_FD", None),
+        (env.state_fd, "REBIND_STATE_FD", None),
+    ];
+    for (value, name, fd) in &mut fds {
+        if let Some(value) = *value {
+            match parse_fd(value) {
+                Some(parsed) => *fd = Some(parsed),
+                None => return invalid(name, Some(value), FD_EXPECTED),
+            }
+        }
+    }
+    let [(_, _, report_fd), (_, _, state_fd)] = fds;
     Decision::On(Config {
         ports: Ports {
             old: old_port,
             new: new_port,
         },
         report_fd,
+        state_fd,
     })
 }
 
@@ -305,6 +357,7 @@ mod tests {
                 "REBIND_PORT_OLD" => &mut env.port_old,
                 "REBIND_PORT_NEW" => &mut env.port_new,
                 "REBIND_REPORT_FD" => &mut env.report_fd,
+                "REBIND_STATE_FD" => &mut env.state_fd,
                 _ => unreachable!("unknown variable {name}"),
             };
             *slot = Some(value.as_bytes());
@@ -316,13 +369,14 @@ mod tests {
         Decision::On(Config {
             ports: Ports { old, new },
             report_fd,
+            state_fd: None,
         })
     }
 
     fn invalid<'a>(name: &'static str, value: Option<&'a str>) -> Decision<'a> {
         let expected = match name {
             "REBIND_OLD_PORT" | "REBIND_PORT_OLD" => OLD_EXPECTED,
-            "REBIND_REPORT_FD" => FD_EXPECTED,
+            "REBIND_REPORT_FD" | "REBIND_STATE_FD" => FD_EXPECTED,
             _ => NEW_EXPECTED,
         };
         Decision::Invalid(Invalid {
@@ -372,6 +426,15 @@ mod tests {
             ("REBIND_REPORT_FD", "7"),
         ]);
         assert_eq!(decide(&e), on(5901, 0, Some(7)));
+        let e = env(&[
+            ("REBIND_OLD_PORT", "5901"),
+            ("REBIND_NEW_PORT", "0"),
+            ("REBIND_STATE_FD", "8"),
+        ]);
+        let Decision::On(config) = decide(&e) else {
+            unreachable!("valid configuration refused");
+        };
+        assert_eq!(config.state_fd, Some(8));
     }
 
     #[test]
@@ -398,6 +461,14 @@ mod tests {
                     ("REBIND_REPORT_FD", "-1"),
                 ],
                 invalid("REBIND_REPORT_FD", Some("-1")),
+            ),
+            (
+                &[
+                    ("REBIND_OLD_PORT", "1"),
+                    ("REBIND_NEW_PORT", "0"),
+                    ("REBIND_STATE_FD", "x"),
+                ],
+                invalid("REBIND_STATE_FD", Some("x")),
             ),
         ];
         for (vars, want) in cases {

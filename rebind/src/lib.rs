@@ -18,6 +18,7 @@
 //! | `REBIND_NEW_PORT` | where it goes, `0..=65535`; `0` lets the kernel pick a free port |
 //! | `REBIND_PORT_OLD`, `REBIND_PORT_NEW` | the same pair under the names websockify's `rebind` script has used since 2011 (its library never read them); used only if neither `REBIND_OLD_PORT` nor `REBIND_NEW_PORT` is set |
 //! | `REBIND_REPORT_FD` | optional: an inherited pipe (or socket) to report the bound address to |
+//! | `REBIND_STATE_FD` | optional: an inherited regular file (a memfd) where the processes of the command share the kernel-chosen port |
 //!
 //! Values are plain decimal digits (leading zeros allowed, no sign, no
 //! spaces). A variable set to the empty string counts as unset. If none of
@@ -87,6 +88,13 @@
 //! their first rewritten bind at the same time can still get two different
 //! ports; that is the program's own race and the report shows both.
 //!
+//! With `REBIND_STATE_FD`, the chosen port is also shared with processes
+//! that `exec` later (see `shared`): `vncserver` probes the old port with its
+//! own bind before `Xvnc` binds it, and both must land on the same new port.
+//! Between the probe closing its socket and the server binding, another
+//! program could take the port; the server's bind then fails with
+//! `EADDRINUSE`, as it would without the library.
+//!
 //! # Limits
 //!
 //! `LD_PRELOAD` interposition only sees calls that go through the dynamic
@@ -125,6 +133,7 @@
 //! * `rewrite`: pure address rewriting.
 //! * `addr`: reading the caller's address into a stack copy.
 //! * `report`: the report line and the warning line.
+//! * `shared`: the port shared across `exec` (`REBIND_STATE_FD`).
 //! * `line`: a fixed-size stack buffer for those lines.
 //! * `real`: the real `bind` and `errno`.
 
@@ -146,6 +155,7 @@ mod line;
 mod real;
 mod report;
 mod rewrite;
+mod shared;
 
 use libc::{c_int, sockaddr, socklen_t};
 

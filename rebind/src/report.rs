@@ -38,7 +38,7 @@ pub(crate) fn bound(fd: c_int, host: Loopback) {
             let line = format(host, port);
             // The identity check skips a descriptor that the program closed
             // and whose number now names something else.
-            if at_startup.is_some() && identity(report_fd) == at_startup {
+            if at_startup.is_some() && identity(report_fd, PIPE_OR_SOCKET) == at_startup {
                 write_line(report_fd, &line);
             } else if !REPORT_WARNED.swap(true, Ordering::Relaxed) {
                 warn_unreported(report_fd, &line);
@@ -87,8 +87,11 @@ fn bound_port(fd: c_int) -> Option<u16> {
     (port != 0).then_some(port)
 }
 
-/// The identity of `fd` if it is open and a pipe or a socket.
-pub(crate) fn identity(fd: c_int) -> Option<Identity> {
+/// The file types a report descriptor may have.
+pub(crate) const PIPE_OR_SOCKET: &[libc::mode_t] = &[libc::S_IFIFO, libc::S_IFSOCK];
+
+/// The identity of `fd` if it is open and of one of the file types `kinds`.
+pub(crate) fn identity(fd: c_int, kinds: &[libc::mode_t]) -> Option<Identity> {
     let mut stat = MaybeUninit::<libc::stat>::zeroed();
     // SAFETY: `stat` is a writable `struct stat`.
     if unsafe { libc::fstat(fd, stat.as_mut_ptr()) } != 0 {
@@ -99,7 +102,7 @@ pub(crate) fn identity(fd: c_int) -> Option<Identity> {
     let kind = stat.st_mode & libc::S_IFMT;
     // dev_t and ino_t are narrower than u64 on some targets.
     #[allow(clippy::useless_conversion)]
-    (kind == libc::S_IFIFO || kind == libc::S_IFSOCK).then(|| Identity {
+    kinds.contains(&kind).then(|| Identity {
         dev: u64::from(stat.st_dev),
         ino: u64::from(stat.st_ino),
     })
@@ -211,11 +214,11 @@ mod tests {
         let Ok((a, _b)) = std::os::unix::net::UnixStream::pair() else {
             unreachable!("socketpair failed");
         };
-        assert!(identity(a.as_raw_fd()).is_some());
+        assert!(identity(a.as_raw_fd(), PIPE_OR_SOCKET).is_some());
         let Ok(file) = std::fs::File::open("/dev/null") else {
             unreachable!("/dev/null");
         };
-        assert_eq!(identity(file.as_raw_fd()), None);
-        assert_eq!(identity(-1), None);
+        assert_eq!(identity(file.as_raw_fd(), PIPE_OR_SOCKET), None);
+        assert_eq!(identity(-1, PIPE_OR_SOCKET), None);
     }
 }

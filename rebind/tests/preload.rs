@@ -37,6 +37,7 @@ const REBIND_VARS: &[&str] = &[
     "REBIND_PORT_OLD",
     "REBIND_PORT_NEW",
     "REBIND_REPORT_FD",
+    "REBIND_STATE_FD",
     "REBIND_LIB",
 ];
 
@@ -326,8 +327,13 @@ fn pipe() -> (OwnedFd, OwnedFd) {
 /// `REBIND_REPORT_FD`. The descriptor stays close-on-exec in this process,
 /// so concurrently spawned children do not get it.
 fn pass_report_fd(cmd: &mut Command, fd: &impl AsRawFd) {
+    pass_fd(cmd, "REBIND_REPORT_FD", fd);
+}
+
+/// Lets the child inherit `fd` and names it in the variable `var`.
+fn pass_fd(cmd: &mut Command, var: &str, fd: &impl AsRawFd) {
     let fd = fd.as_raw_fd();
-    cmd.env("REBIND_REPORT_FD", fd.to_string());
+    cmd.env(var, fd.to_string());
     // SAFETY: the closure only calls fcntl(2), which is async-signal-safe,
     // on a descriptor the forked child inherited.
     unsafe {
@@ -551,6 +557,41 @@ fn report_line_matches_the_kernel_chosen_port() {
     assert_eq!(out.stdout, [format!("bound 127.0.0.1:{port}")], "{out}");
     assert_eq!(report, [format!("127.0.0.1:{port}")], "{out}");
     assert_eq!(out.stderr, "", "{out}");
+}
+
+/// `vncserver` probes the port in one program and Xvnc binds it in another (a fresh image after
+/// `exec`): with `REBIND_STATE_FD` both get the port the first one was given.
+#[test]
+fn state_fd_shares_the_chosen_port_across_exec() {
+    let old = free_port("127.0.0.1").to_string();
+    // SAFETY: a NUL-terminated name and valid flags.
+    let raw = unsafe { libc::memfd_create(c"rebind-test".as_ptr(), libc::MFD_CLOEXEC) };
+    assert!(raw >= 0, "memfd_create: {}", io::Error::last_os_error());
+    // SAFETY: a fresh descriptor that nothing else owns.
+    let state = unsafe { OwnedFd::from_raw_fd(raw) };
+    let server = server_bin().to_str().expect("fixture path");
+    let script = format!("{server} v4 {old} && {server} v4 {old}");
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", &script]);
+    for var in REBIND_VARS {
+        cmd.env_remove(var);
+    }
+    cmd.env("LD_PRELOAD", lib());
+    cmd.envs([("REBIND_OLD_PORT", old.as_str()), ("REBIND_NEW_PORT", "0")]);
+    pass_fd(&mut cmd, "REBIND_STATE_FD", &state);
+    let out = run(cmd);
+    assert!(out.status.success(), "{out}");
+    assert_eq!(out.stdout.len(), 2, "{out}");
+    assert_eq!(
+        out.stdout[0], out.stdout[1],
+        "the second program got another port: {out}"
+    );
+    assert_ne!(port_of(&out.stdout[0]).to_string(), old, "{out}");
+    let mut stored = [0u8; 2];
+    // SAFETY: `stored` is a writable buffer of 2 bytes.
+    let read = unsafe { libc::pread(state.as_raw_fd(), stored.as_mut_ptr().cast(), 2, 0) };
+    assert_eq!(read, 2);
+    assert_eq!(u16::from_be_bytes(stored), port_of(&out.stdout[0]), "{out}");
 }
 
 #[test]

@@ -4,6 +4,7 @@
 mod bad_input;
 mod http;
 mod lifecycle;
+mod real_servers;
 mod relay;
 mod util;
 mod wrap;

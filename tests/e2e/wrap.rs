@@ -11,7 +11,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::util::*;
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -48,20 +48,24 @@ where
     String::from_utf8_lossy(&got).into_owned()
 }
 
-/// The wrapped command's process group; killed on drop so a failed test (whose wsproxy gets
-/// SIGKILL and cannot stop the group) leaves nothing behind.
-struct Group(i32);
+/// The wrapped command's process group, and the wsproxy whose mark its escaped daemons carry; all
+/// killed on drop so a failed test (whose wsproxy gets SIGKILL and cannot stop them) leaves nothing
+/// behind.
+pub(crate) struct Group(pub(crate) i32, u32);
 
 impl Drop for Group {
     fn drop(&mut self) {
         if !group_members(self.0).is_empty() {
             let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(self.0), Signal::SIGKILL);
         }
+        for pid in wsproxy::leftovers::marked(self.1) {
+            let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+        }
     }
 }
 
 /// The process group the supervisor logged for the wrapped command.
-fn logged_group(proxy: &mut Proxy) -> Group {
+pub(crate) fn logged_group(proxy: &mut Proxy) -> Group {
     let line = proxy.wait_line("process group ", WAIT);
     let pgid = line
         .split("process group ")
@@ -69,7 +73,7 @@ fn logged_group(proxy: &mut Proxy) -> Group {
         .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no process group in {line:?}"));
-    Group(pgid)
+    Group(pgid, proxy.pid())
 }
 
 /// Every process as (`pid (comm)`, state, parent pid, process group), read from /proc/*/stat.
@@ -96,7 +100,7 @@ fn processes() -> Vec<(String, String, String, String)> {
 }
 
 /// Processes (not zombies) in process group `pgid`, as `pid (comm) state` strings.
-fn group_members(pgid: i32) -> Vec<String> {
+pub(crate) fn group_members(pgid: i32) -> Vec<String> {
     processes()
         .into_iter()
         .filter(|(_, state, _, pgrp)| *pgrp == pgid.to_string() && state != "Z")
@@ -113,7 +117,7 @@ fn zombie_children(parent: u32) -> Vec<String> {
         .collect()
 }
 
-fn wait_group_gone(pgid: i32) {
+pub(crate) fn wait_group_gone(pgid: i32) {
     let deadline = Instant::now() + WAIT;
     loop {
         let left = group_members(pgid);

@@ -25,6 +25,7 @@ pub mod cli;
 pub mod config;
 pub mod frame;
 pub mod handshake;
+pub mod leftovers;
 pub mod listener;
 pub mod logging;
 pub mod preload;

@@ -44,12 +44,14 @@ pub fn locate(exe: &Path, override_path: Option<&OsStr>, exists: impl Fn(&Path) 
 
 /// The variables set on the wrapped command (and nothing else is changed): the library goes first in
 /// `LD_PRELOAD`, before what was already there, so its `bind` wins.
-pub fn child_env(
-    lib: &Path,
-    existing_preload: Option<&OsStr>,
-    old_port: u16,
-    report_fd: i32,
-) -> Vec<(String, OsString)> {
+/// The descriptors the command inherits: the report pipe's write end and the shared-port memfd.
+#[derive(Clone, Copy)]
+pub struct Fds {
+    pub report: i32,
+    pub state: i32,
+}
+
+pub fn child_env(lib: &Path, existing_preload: Option<&OsStr>, old_port: u16, fds: Fds) -> Vec<(String, OsString)> {
     let mut preload = OsString::from(lib);
     if let Some(existing) = existing_preload.filter(|e| !e.is_empty()) {
         preload.push(":");
@@ -59,7 +61,9 @@ pub fn child_env(
         ("LD_PRELOAD".into(), preload),
         ("REBIND_OLD_PORT".into(), old_port.to_string().into()),
         ("REBIND_NEW_PORT".into(), "0".into()),
-        ("REBIND_REPORT_FD".into(), report_fd.to_string().into()),
+        ("REBIND_REPORT_FD".into(), fds.report.to_string().into()),
+        ("REBIND_STATE_FD".into(), fds.state.to_string().into()),
+        (crate::leftovers::MARK_VAR.into(), crate::leftovers::mark_value().into()),
     ]
 }
 
@@ -111,7 +115,8 @@ mod tests {
     #[test]
     fn env_puts_the_library_first() {
         let lib = Path::new("/lib/librebind.so");
-        let env = child_env(lib, Some(OsStr::new("/a.so:/b.so")), 5901, 7);
+        let fds = Fds { report: 7, state: 8 };
+        let env = child_env(lib, Some(OsStr::new("/a.so:/b.so")), 5901, fds);
         assert_eq!(
             env,
             vec![
@@ -122,11 +127,16 @@ mod tests {
                 ("REBIND_OLD_PORT".to_string(), OsString::from("5901")),
                 ("REBIND_NEW_PORT".to_string(), OsString::from("0")),
                 ("REBIND_REPORT_FD".to_string(), OsString::from("7")),
+                ("REBIND_STATE_FD".to_string(), OsString::from("8")),
+                (
+                    "WSPROXY_WRAPPED".to_string(),
+                    OsString::from(std::process::id().to_string())
+                ),
             ]
         );
-        let env = child_env(lib, None, 1, 3);
+        let env = child_env(lib, None, 1, fds);
         assert_eq!(env[0].1, OsString::from("/lib/librebind.so"));
-        let env = child_env(lib, Some(OsStr::new("")), 1, 3);
+        let env = child_env(lib, Some(OsStr::new("")), 1, fds);
         assert_eq!(env[0].1, OsString::from("/lib/librebind.so"));
     }
 }

@@ -6,7 +6,9 @@
 //! reads those lines until EOF (so the read end stays open as long as any process of the command holds
 //! the write end: no SIGPIPE in a daemonized server) and publishes the latest address in a
 //! `watch` channel that sessions connect through. Stopping kills the whole group: SIGTERM, then
-//! SIGKILL after the grace period, and the leader is reaped through tokio (never `waitpid(-1)`).
+//! SIGKILL after the grace period, and the leader is reaped through tokio (never `waitpid(-1)`);
+//! processes that left the group (daemons) are found by their environment (`leftovers`) and stopped
+//! alike.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -17,7 +19,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nix::fcntl::{FcntlArg, FdFlag, OFlag, fcntl};
-use nix::sys::signal::{Signal, killpg};
+use nix::sys::memfd::{MFdFlags, memfd_create};
+use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::{Pid, pipe2};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::unix::pipe;
@@ -29,7 +32,7 @@ use tracing::{error, info, warn};
 
 use crate::cli::WrapMode;
 use crate::config::Wrap;
-use crate::preload;
+use crate::{leftovers, preload};
 
 /// A command that has not bound its port by then gets an error naming the likely causes.
 const BIND_WAIT: Duration = Duration::from_secs(5);
@@ -214,13 +217,18 @@ fn mode_name(mode: WrapMode) -> &'static str {
     }
 }
 
-/// Starts the command with the report pipe's write end inherited (cleared of `FD_CLOEXEC` only for
-/// the spawn, closed in wsproxy right after), and a task that reads the reports.
+/// Starts the command with the report pipe's write end and the library's shared-port memfd inherited
+/// (cleared of `FD_CLOEXEC` only for the spawn, closed in wsproxy right after), and a task that reads
+/// the reports. Each start gets a fresh memfd, so a respawned command may get a new port.
 fn start(wrap: &Wrap, addr: &Arc<watch::Sender<Option<SocketAddr>>>) -> Result<Child, (u8, String)> {
     let (read, write) = pipe2(OFlag::O_CLOEXEC).map_err(|e| (1, format!("cannot create the report pipe: {e}")))?;
     let reader = pipe::Receiver::from_owned_fd(read).map_err(|e| (1, format!("cannot watch the report pipe: {e}")))?;
-    fcntl(&write, FcntlArg::F_SETFD(FdFlag::empty()))
-        .map_err(|e| (1, format!("cannot pass the report pipe to the command: {e}")))?;
+    let state = memfd_create(c"rebind-state", MFdFlags::MFD_CLOEXEC)
+        .map_err(|e| (1, format!("cannot create the shared-port memfd: {e}")))?;
+    for fd in [&write, &state] {
+        fcntl(fd, FcntlArg::F_SETFD(FdFlag::empty()))
+            .map_err(|e| (1, format!("cannot pass a descriptor to the command: {e}")))?;
+    }
     let (program, args) = wrap
         .command
         .split_first()
@@ -228,11 +236,15 @@ fn start(wrap: &Wrap, addr: &Arc<watch::Sender<Option<SocketAddr>>>) -> Result<C
     let mut command = Command::new(program);
     command.args(args).process_group(0).kill_on_drop(true);
     let existing = std::env::var_os("LD_PRELOAD");
-    for (key, value) in preload::child_env(&wrap.lib, existing.as_deref(), wrap.port, write.as_raw_fd()) {
+    let fds = preload::Fds {
+        report: write.as_raw_fd(),
+        state: state.as_raw_fd(),
+    };
+    for (key, value) in preload::child_env(&wrap.lib, existing.as_deref(), wrap.port, fds) {
         command.env(key, value);
     }
     let spawned = command.spawn();
-    drop(write);
+    drop((write, state));
     let child = spawned.map_err(|e| {
         let code = if e.kind() == std::io::ErrorKind::NotFound {
             EXIT_NOT_FOUND
@@ -246,12 +258,17 @@ fn start(wrap: &Wrap, addr: &Arc<watch::Sender<Option<SocketAddr>>>) -> Result<C
 }
 
 /// Publishes every address librebind.so reports, until no process holds the write end any more.
+/// Each address is logged once: `vncserver` probes the port every 100 ms until Xvnc is up.
 async fn read_reports(reader: pipe::Receiver, addr: Arc<watch::Sender<Option<SocketAddr>>>, port: u16) {
     let mut lines = BufReader::new(reader).lines();
+    let mut seen = Vec::new();
     while let Ok(Some(line)) = lines.next_line().await {
         match line.trim().parse::<SocketAddr>() {
             Ok(at) => {
-                info!("the wrapped command bound port {port} (moved to {at})");
+                if !seen.contains(&at) {
+                    info!("the wrapped command bound port {port} (moved to {at})");
+                    seen.push(at);
+                }
                 addr.send_replace(Some(at));
             }
             Err(_) => warn!("librebind.so reported {line:?}, which is not an address; ignored"),
@@ -259,21 +276,29 @@ async fn read_reports(reader: pipe::Receiver, addr: Arc<watch::Sender<Option<Soc
     }
 }
 
-/// SIGTERM to the whole group, SIGKILL to whatever is left after `grace`; the leader is reaped.
+/// SIGTERM to the whole group and to the processes that left it (daemons, see `leftovers`), SIGKILL
+/// to whatever is left after `grace`; the leader is reaped.
 async fn stop_group(child: &mut Child, pgid: Pid, grace: Duration) {
-    let _ = killpg(pgid, Signal::SIGTERM);
+    signal_all(pgid, Signal::SIGTERM);
     let deadline = Instant::now() + grace;
     let _ = tokio::time::timeout_at(deadline, child.wait()).await;
     // Processes of the group that are not our children are reaped by their parent or init.
-    while killpg(pgid, None).is_ok() {
+    while killpg(pgid, None).is_ok() || !leftovers::marked(std::process::id()).is_empty() {
         if Instant::now() >= deadline {
-            warn!("the wrapped command's process group {pgid} outlived the grace period {grace:?}; killing it");
-            let _ = killpg(pgid, Signal::SIGKILL);
+            warn!("the wrapped command's processes outlived the grace period {grace:?}; killing them");
+            signal_all(pgid, Signal::SIGKILL);
             break;
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let _ = tokio::time::timeout(Duration::from_secs(1), child.wait()).await;
+}
+
+fn signal_all(pgid: Pid, signal: Signal) {
+    let _ = killpg(pgid, signal);
+    for pid in leftovers::marked(std::process::id()) {
+        let _ = kill(pid, signal);
+    }
 }
 
 fn describe(status: ExitStatus) -> String {
