@@ -2,31 +2,28 @@
 # `make bench` compares wsproxy with websockify, websocat and socat.
 CARGO ?= cargo
 PREFIX ?= /usr/local
-# command:package pairs: `make deps` installs the package when the command is missing.
-# in.telnetd (netkit, listens by itself with -debug) and vncserver/Xvnc are the real servers of the
-# wrap-mode tests; chromium drives the browser tests.
-DEPS := cc:gcc nm:binutils python3:python3 openssl:openssl in.telnetd:telnetd-ssl \
-	vncserver:tigervnc-standalone-server xauth:xauth chromium:chromium
+# COMMAND:PACKAGE (or :PACKAGE) pairs for scripts/need-apt, which installs what is missing. The real
+# servers of the wrap-mode and browser tests (netkit in.telnetd listens by itself with -debug; Xvnc needs
+# the fixed font), the X programs the desktop shows, Chromium and Node.js for the browser tests.
+DEPS := cc:gcc nm:binutils python3:python3 openssl:openssl \
+	in.telnetd:telnetd-ssl vncserver:tigervnc-standalone-server vncpasswd:tigervnc-tools :xfonts-base \
+	:fonts-dejavu-core xterm:xterm xclock:x11-apps xsetroot:x11-xserver-utils \
+	chromium:chromium node:nodejs npm:npm
 
-.PHONY: all build test deps fmt-check clippy unit-and-e2e bench install demo clean
+.PHONY: all build web test deps fmt-check clippy unit-and-e2e browser-test bench install demo clean
 
-all: build
+all: build web
 
 build:
 	$(CARGO) build --release -p wsproxy -p rebind
 
+# The npm packages the pages in web/ load (noVNC, xterm.js), pinned by web/package-lock.json.
+web:
+	scripts/npm-ci web
+
 # Installs system packages the tests use, only when something is missing (CI runs on a clean clone).
 deps:
-	@missing=""; \
-	for pair in $(DEPS); do \
-		PATH="$$PATH:/usr/sbin:/sbin" command -v $${pair%%:*} >/dev/null 2>&1 || missing="$$missing $${pair#*:}"; \
-	done; \
-	if [ -n "$$missing" ]; then \
-		if [ "$$(id -u)" = 0 ]; then \
-			echo "make deps: installing$$missing"; \
-			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
-		else echo "make deps: please install:$$missing (as root: apt-get install$$missing)"; exit 1; fi; \
-	fi
+	scripts/need-apt $(DEPS)
 
 fmt-check:
 	$(CARGO) fmt --all -- --check
@@ -37,19 +34,25 @@ clippy:
 unit-and-e2e:
 	$(CARGO) test --workspace
 
-test: deps fmt-check clippy unit-and-e2e
+# The consoles in headless Chromium against a real Xvnc, telnetd and a serial line.
+browser-test: build
+	tests/browser/run
 
-# Every scenario against websockify, websocat and socat (a raw TCP relay in front of the
-# in-process WebSocket server), then wss:// throughput. BENCH_ARGS replaces the sizes, e.g.
+test: deps fmt-check clippy unit-and-e2e browser-test
+
+# Every scenario against websockify, websocat, socat and raw-relay (two raw TCP relays in front
+# of the in-process WebSocket server: what one more hop costs), then wss:// throughput.
+# BENCH_ARGS replaces the sizes, e.g.
 # make bench BENCH_ARGS='--size-mib 16 --rounds 1 --round-trips 1000 --rtt-secs 1 --connects-secs 1 --idle-conns 500'
 bench: build
 	scripts/bench-peers
 	$(CARGO) build --release -p wsproxy-bench
-	target/release/wsproxy-bench all $(or $(BENCH_ARGS),--size-mib 512 --rounds 3) \
+	target/release/wsproxy-bench all $(or $(BENCH_ARGS),--size-mib 512 --rounds 5) \
 		--proxy 'wsproxy=target/release/wsproxy 127.0.0.1:{listen} {target}' \
 		--proxy 'websockify=target/bench-venv/bin/websockify 127.0.0.1:{listen} {target}' \
 		--proxy 'websocat=target/bench-tools/bin/websocat --binary ws-l:127.0.0.1:{listen} tcp:{target}' \
 		--proxy 'socat=socat -b262144 TCP-LISTEN:{listen},bind=127.0.0.1,reuseaddr,fork,backlog=1024,nodelay TCP:{ws-target},nodelay' \
+		--proxy 'raw-relay=target/release/wsproxy-bench relay 127.0.0.1:{listen} {ws-target}' \
 		--json target/bench.json
 	target/release/wsproxy-bench throughput --tls target/bench-cert.pem --size-mib 256 --rounds 3 \
 		--proxy 'wsproxy=target/release/wsproxy --cert target/bench-cert.pem 127.0.0.1:{listen} {target}' \
@@ -61,8 +64,9 @@ install: build
 	install -D -m 0644 target/release/librebind.so $(DESTDIR)$(PREFIX)/lib/wsproxy/librebind.so
 	install -D -m 0755 scripts/rebind $(DESTDIR)$(PREFIX)/bin/rebind
 
-demo:
-	@echo "make demo arrives with the browser consoles (web/); meanwhile: make build && target/release/wsproxy --help"
+# A VNC desktop and a telnet console behind wsproxy on 127.0.0.1; prints the URLs, Ctrl+C stops all.
+demo: build
+	scripts/demo
 
 clean:
 	$(CARGO) clean

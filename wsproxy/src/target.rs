@@ -83,7 +83,8 @@ async fn connect_tcp(host: &str, port: u16) -> io::Result<TcpStream> {
 }
 
 /// Connects to the latest address the wrapped command reported, waiting briefly for a first report
-/// and for `listen` after the bind. A refusal that lasts means the wrapped server is gone.
+/// and for `listen` after the bind. A refusal that lasts means the wrapped server is gone or busy (netkit
+/// telnetd closes its listener while it serves its one connection).
 async fn connect_wrapped(mut addr: WrappedAddr) -> io::Result<TcpStream> {
     let started = Instant::now();
     // The address that last refused, and since when: a new report (a respawn) starts a new retry window.
@@ -133,6 +134,9 @@ async fn connect_wrapped(mut addr: WrappedAddr) -> io::Result<TcpStream> {
 fn gone(addr: SocketAddr, e: &io::Error) -> io::Error {
     io::Error::new(
         e.kind(),
-        format!("the wrapped server is gone: nothing listens on {addr} ({e})"),
+        format!(
+            "nothing listens on {addr}, where the wrapped command's port was moved ({e}): the wrapped server is \
+             gone, restarting, or serves one connection at a time and is busy"
+        ),
     )
 }
