@@ -24,8 +24,38 @@ pub enum Command {
     ///   wsproxy-bench throughput --size-mib 512 --rounds 3 \
     ///     --proxy 'wsproxy=target/release/wsproxy 127.0.0.1:{listen} {target}' \
     ///     --proxy 'websockify=target/bench-venv/bin/websockify 127.0.0.1:{listen} {target}'
+    /// Over wss:// (the baseline serves TLS with the PEM given; proxies enable it themselves):
+    ///   wsproxy-bench throughput --tls target/bench-cert.pem \
+    ///     --proxy 'wsproxy=target/release/wsproxy --cert target/bench-cert.pem 127.0.0.1:{listen} {target}'
     #[command(verbatim_doc_comment)]
     Throughput(Throughput),
+    /// Round-trip latency of 32-byte messages on 1 connection (p50/p99/max), and round trips
+    /// per second on --rtt-conns connections at once.
+    Rtt(Rtt),
+    /// New connections per second (upgrade, one 32-byte echo, closing handshake), several at once.
+    Connects(Connects),
+    /// Proxy memory per idle connection with --idle-conns connections open.
+    Idle(Idle),
+    /// Every scenario, every peer in alternation, one table: what `make bench` runs.
+    ///
+    /// Each round runs, for each peer in turn, throughput, rtt and connects; idle runs once per
+    /// proxy after the rounds. A quick smoke run:
+    ///   wsproxy-bench all --size-mib 16 --rounds 1 --round-trips 1000 --rtt-secs 1 \
+    ///     --connects-secs 1 --idle-conns 500 --proxy 'wsproxy=...'
+    #[command(verbatim_doc_comment)]
+    All(All),
+    /// A minimal raw TCP relay (tokio copy_bidirectional, current_thread), used as a reference
+    /// peer: --proxy 'raw-relay=target/release/wsproxy-bench relay 127.0.0.1:{listen} {ws-target}'
+    #[command(hide = true)]
+    Relay(Relay),
+}
+
+#[derive(Args)]
+pub struct Relay {
+    /// Where to listen (a loopback address).
+    pub listen: std::net::SocketAddr,
+    /// Where to relay to (a loopback address).
+    pub target: std::net::SocketAddr,
 }
 
 /// Options every scenario shares.
@@ -36,11 +66,12 @@ pub struct Common {
     /// 127.0.0.1:PORT of the in-process TCP backend. A raw TCP relay (socat) takes
     /// {ws-target} instead: the in-process WebSocket server, so it measures the cost of
     /// one more hop alone. Repeat for each proxy. The built-in no-proxy baseline always
-    /// runs first and is the base of every ratio.
+    /// runs first and is the base of every ratio. The targets are judged for the
+    /// proxy named `wsproxy` against those named websocat, websockify and socat.
     #[arg(long = "proxy", value_name = "NAME=TEMPLATE", verbatim_doc_comment)]
     pub proxies: Vec<ProxySpec>,
 
-    /// Rounds. Each round runs every proxy once, in the order given (A B C, A B C, ...), so
+    /// Rounds. Each round runs every peer once, in the order given (A B C, A B C, ...), so
     /// that drifts on a noisy machine hit them all alike; the table shows medians.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
     pub rounds: u32,
@@ -49,21 +80,13 @@ pub struct Common {
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
 
-    /// The WebSocket client: `raw` is hand-written framing, fast enough not to be the
-    /// bottleneck; `tungstenite` (tokio-tungstenite) is a cross-check of the framing.
-    #[arg(long, value_enum, default_value_t = ClientKind::Raw)]
-    pub client: ClientKind,
-
-    /// Fail a run, and stop its proxy, when no data has arrived for this many seconds.
+    /// Fail a throughput run, and stop its proxy, when no data has arrived for this many seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..))]
     pub stall_secs: u64,
 }
 
 #[derive(Args)]
-pub struct Throughput {
-    #[command(flatten)]
-    pub common: Common,
-
+pub struct ThroughputArgs {
     /// Bytes moved per run and direction, in MiB.
     #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..=1 << 20))]
     pub size_mib: u64,
@@ -71,4 +94,107 @@ pub struct Throughput {
     /// Directions to measure, comma-separated.
     #[arg(long = "direction", value_enum, value_delimiter = ',', default_values_t = [Direction::Down, Direction::Up])]
     pub directions: Vec<Direction>,
+
+    /// The WebSocket client: `raw` is hand-written framing, fast enough not to be the
+    /// bottleneck; `tungstenite` (tokio-tungstenite) is a cross-check of the framing.
+    /// The other scenarios always use `raw`.
+    #[arg(long, value_enum, default_value_t = ClientKind::Raw)]
+    pub client: ClientKind,
+}
+
+#[derive(Args)]
+pub struct RttArgs {
+    /// Timed round trips on the single connection.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub round_trips: u64,
+
+    /// Connections in the many-connection part.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub rtt_conns: u64,
+
+    /// Seconds the many-connection part runs.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub rtt_secs: u64,
+}
+
+#[derive(Args)]
+pub struct ConnectsArgs {
+    /// Seconds during which new connections are started.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub connects_secs: u64,
+
+    /// Connections in progress at once.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub connects_concurrency: u64,
+}
+
+#[derive(Args)]
+pub struct IdleArgs {
+    /// Idle connections to open (each costs two file descriptors here and two in the proxy;
+    /// the limit is raised as far as allowed, and what it does not allow is not attempted).
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub idle_conns: u64,
+
+    /// Stop opening when the proxy (with its forked children) has grown by this many MiB (PSS).
+    #[arg(long, value_name = "MIB", default_value_t = 2048, value_parser = clap::value_parser!(u64).range(1..))]
+    pub idle_budget_mib: u64,
+}
+
+#[derive(Args)]
+pub struct Throughput {
+    #[command(flatten)]
+    pub common: Common,
+
+    #[command(flatten)]
+    pub throughput: ThroughputArgs,
+
+    /// Connect with wss://, accepting any certificate; the no-proxy baseline serves TLS with the
+    /// certificate and key in this PEM file. Proxy templates must turn TLS on themselves.
+    #[arg(long, value_name = "PEM")]
+    pub tls: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct Rtt {
+    #[command(flatten)]
+    pub common: Common,
+
+    #[command(flatten)]
+    pub rtt: RttArgs,
+}
+
+#[derive(Args)]
+pub struct Connects {
+    #[command(flatten)]
+    pub common: Common,
+
+    #[command(flatten)]
+    pub connects: ConnectsArgs,
+}
+
+#[derive(Args)]
+pub struct Idle {
+    #[command(flatten)]
+    pub common: Common,
+
+    #[command(flatten)]
+    pub idle: IdleArgs,
+}
+
+#[derive(Args)]
+pub struct All {
+    #[command(flatten)]
+    pub common: Common,
+
+    #[command(flatten)]
+    pub throughput: ThroughputArgs,
+
+    #[command(flatten)]
+    pub rtt: RttArgs,
+
+    #[command(flatten)]
+    pub connects: ConnectsArgs,
+
+    #[command(flatten)]
+    pub idle: IdleArgs,
 }

@@ -6,28 +6,45 @@
 //! the client itself can do; every proxy's result is reported as a ratio to it.
 //!
 //! # Layout
-//! - `cli`: the command line (clap); one subcommand per scenario, options shared in `Common`.
-//! - `throughput`: the throughput scenario (one connection, SIZE bytes each way).
-//!   Later scenarios (latency, connects per second, idle memory) become sibling modules that
-//!   reuse everything below.
+//! - `cli`: the command line (clap); one subcommand per scenario, and `all`.
+//! - `plan`: which scenarios a command runs; runs them over the peers in alternation.
+//! - Scenarios: `throughput` (one connection, SIZE bytes each way), `rtt` (32-byte round trips
+//!   on 1 and on 64 connections), `connects` (connections per second), `idle` (proxy memory per
+//!   idle connection).
+//! - `peer`: the baseline or a proxy, and the far end (TCP backend or WebSocket server) of a run.
 //! - `proxy`: `NAME=TEMPLATE` specs; starting a proxy, waiting until it listens, stopping it.
+//! - `relay`: a minimal raw TCP relay, run as a reference peer (`wsproxy-bench relay`).
+//! - `echo`: echo servers (TCP and WebSocket) for the small-message scenarios.
 //! - `client`: the WebSocket client, hand-written framing (`raw`) or tokio-tungstenite.
+//! - `net`, `tls`: plain and TLS streams behind one type, for ws:// and wss:// runs.
 //! - `handshake`: the HTTP upgrade, client and server side, kept minimal.
 //! - `ws`: WebSocket framing: frame headers, masking 8 bytes at a time, a frame reader.
 //! - `transfer`: moving test data through TCP or WebSocket, counting, checking and timing it.
 //! - `pattern`: the test data, and checking that what arrived is what was sent.
 //! - `rng`: a small generator for test data and frame masks.
-//! - `report`: medians, the printed table and the JSON file.
+//! - `stats`: medians and percentiles; `procfs`: memory and CPU time from /proc.
+//! - `report`: the printed table, the targets judged, and the JSON file.
 #![forbid(unsafe_code)]
 
 mod cli;
 mod client;
+mod connects;
+mod echo;
 mod handshake;
+mod idle;
+mod net;
 mod pattern;
+mod peer;
+mod plan;
+mod procfs;
 mod proxy;
+mod relay;
 mod report;
 mod rng;
+mod rtt;
+mod stats;
 mod throughput;
+mod tls;
 mod transfer;
 mod ws;
 
@@ -37,6 +54,9 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
+    if let cli::Command::Relay(args) = &cli.command {
+        return relay::main(args);
+    }
     // The default multi-thread runtime: the client and the in-process server or backend run
     // on separate cores, as a browser and a target would, instead of taking turns on one.
     let runtime = match tokio::runtime::Runtime::new() {
@@ -50,7 +70,7 @@ fn main() -> ExitCode {
         // Proxies run in their own process group, so the terminal's Ctrl-C does not reach them.
         // Catch it here instead: dropping the scenario drops its `Proxy` guards, which kill them.
         tokio::select! {
-            outcome = run(cli.command) => outcome,
+            outcome = plan::run(cli.command) => outcome,
             _ = tokio::signal::ctrl_c() => Err("interrupted".to_string()),
         }
     });
@@ -60,11 +80,5 @@ fn main() -> ExitCode {
             eprintln!("wsproxy-bench: {e}");
             ExitCode::FAILURE
         }
-    }
-}
-
-async fn run(command: cli::Command) -> Result<(), String> {
-    match command {
-        cli::Command::Throughput(args) => throughput::run(&args).await,
     }
 }

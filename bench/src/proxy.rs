@@ -156,6 +156,11 @@ impl Proxy {
         self.port
     }
 
+    /// The process group the proxy leads (its pid): the proxy and whatever it forked.
+    pub fn group(&self) -> i32 {
+        self.group.as_raw()
+    }
+
     /// The proxy's recent output, formatted to follow an error message; empty if it said nothing.
     pub fn output_note(&self) -> String {
         let output = self.output.lock().unwrap_or_else(|e| e.into_inner());

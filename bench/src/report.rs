@@ -1,155 +1,437 @@
-//! Results: medians and ratios to the no-proxy baseline, as a plain table and as JSON.
+//! Results: every run of every metric, medians, ratios to the no-proxy baseline, the issue's
+//! targets checked, as a plain table and as JSON.
+//!
+//! The table has one row per metric and one column per peer; a cell is the median over the
+//! rounds, followed by its ratio to the baseline's median in parentheses. Below it, each target
+//! from issue 5 that the peers present allow to judge is marked met or missed.
 
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
-use crate::throughput::Direction;
+use crate::peer::Peer;
+use crate::stats::median;
 
-/// Every run of one peer (the first series is always the no-proxy baseline).
-pub struct Series {
-    pub name: String,
-    /// The command template; `None` for the baseline.
-    pub command: Option<String>,
-    /// MiB/s of each run, indexed by `Direction as usize`.
-    pub runs: [Vec<f64>; 2],
+/// What a metric is; the runs are kept by `Report`.
+#[derive(Clone, Copy, Debug)]
+pub struct Kind {
+    /// Name in the JSON file and in the checks.
+    pub key: &'static str,
+    /// Row heading in the table.
+    pub label: &'static str,
+    pub unit: &'static str,
+    pub decimals: usize,
+    /// Whether the table shows the ratio to the baseline (not for proxy memory: the baseline
+    /// has no proxy).
+    pub ratio: bool,
+}
+
+const fn kind(key: &'static str, label: &'static str, unit: &'static str, decimals: usize, ratio: bool) -> Kind {
+    Kind {
+        key,
+        label,
+        unit,
+        decimals,
+        ratio,
+    }
+}
+
+pub const DOWN: Kind = kind("down", "target → browser, 1 conn", "MiB/s", 0, true);
+pub const UP: Kind = kind("up", "browser → target, 1 conn", "MiB/s", 0, true);
+pub const RTT_P50: Kind = kind("rtt_p50", "round trip p50, 1 conn", "µs", 1, true);
+pub const RTT_P99: Kind = kind("rtt_p99", "round trip p99, 1 conn", "µs", 1, true);
+pub const RTT_MAX: Kind = kind("rtt_max", "round trip max, 1 conn", "µs", 0, true);
+pub const RTT64: Kind = kind("rtt64", "round trips, 64 conns", "/s", 0, true);
+pub const CONNECTS: Kind = kind("connects", "connects, 32 at a time", "/s", 0, true);
+pub const CPU_DOWN: Kind = kind("cpu_down", "CPU per GiB down, all processes", "ms", 0, true);
+pub const CPU_DOWN_PROXY: Kind = kind("cpu_down_proxy", "CPU per GiB down, proxy", "ms", 0, false);
+pub const CPU_UP: Kind = kind("cpu_up", "CPU per GiB up, all processes", "ms", 0, true);
+pub const CPU_UP_PROXY: Kind = kind("cpu_up_proxy", "CPU per GiB up, proxy", "ms", 0, false);
+pub const CPU_RTT64: Kind = kind("cpu_rtt64", "CPU per round trip (64 conns), all", "µs", 1, true);
+pub const CPU_RTT64_PROXY: Kind = kind(
+    "cpu_rtt64_proxy",
+    "CPU per round trip (64 conns), proxy",
+    "µs",
+    1,
+    false,
+);
+pub const CPU_CONNECT: Kind = kind("cpu_connect", "CPU per connect, all processes", "µs", 0, true);
+pub const CPU_CONNECT_PROXY: Kind = kind("cpu_connect_proxy", "CPU per connect, proxy", "µs", 0, false);
+pub const IDLE_TRIED: Kind = kind("idle_tried", "idle conns the fd limit allowed", "conns", 0, false);
+pub const IDLE_HELD: Kind = kind("idle_held", "idle conns held", "conns", 0, false);
+pub const IDLE_RSS: Kind = kind("idle_rss", "proxy RSS per idle conn", "KiB", 2, false);
+pub const IDLE_PSS: Kind = kind("idle_pss", "proxy PSS per idle conn", "KiB", 2, false);
+
+struct Metric {
+    kind: Kind,
+    /// The row heading: the kind's, or one that names the scenario's settings.
+    label: String,
+    /// Runs per peer, in the order of `Report::peers`.
+    runs: Vec<Vec<f64>>,
 }
 
 pub struct Report {
-    pub size_mib: u64,
-    pub message_bytes: usize,
-    pub rounds: u32,
-    pub client: &'static str,
-    pub directions: Vec<Direction>,
-    pub series: Vec<Series>,
+    title: String,
+    /// Name and command template (`None` for the baseline, which is always first).
+    peers: Vec<(String, Option<String>)>,
+    metrics: Vec<Metric>,
+    /// Failures and remarks, printed under the table.
+    notes: Vec<String>,
+    /// Options of the run, for the JSON file.
+    settings: Value,
+    goals: Vec<Goal>,
 }
 
 impl Report {
-    /// The median of `series` in `direction`, and its ratio to the baseline's.
-    fn summary(&self, series: &Series, direction: Direction) -> (Option<f64>, Option<f64>) {
-        let median = median(&series.runs[direction as usize]);
-        let base = self.series.first().and_then(|base| median_of(base, direction));
-        let ratio = median.zip(base).map(|(m, b)| m / b);
-        (median, ratio)
+    pub fn new(title: impl Into<String>, peers: &[Peer<'_>], settings: Value) -> Report {
+        Report {
+            title: title.into(),
+            peers: peers.iter().map(|p| (p.name().to_string(), p.command())).collect(),
+            metrics: Vec::new(),
+            notes: Vec::new(),
+            settings,
+            goals: Vec::new(),
+        }
+    }
+
+    /// Adds a row (in the order added), unless it is there already.
+    pub fn metric(&mut self, kind: Kind) {
+        self.metric_as(kind, kind.label.to_string());
+    }
+
+    /// Adds a row with its own heading, unless it is there already.
+    pub fn metric_as(&mut self, kind: Kind, label: String) {
+        if self.find(kind.key).is_none() {
+            let runs = vec![Vec::new(); self.peers.len()];
+            self.metrics.push(Metric { kind, label, runs });
+        }
+    }
+
+    /// Records one run of `kind` for the peer called `peer`.
+    pub fn record(&mut self, kind: Kind, peer: &str, value: f64) {
+        self.metric(kind);
+        let Some(index) = self.peers.iter().position(|(name, _)| name == peer) else {
+            return;
+        };
+        if let Some(metric) = self.metrics.iter_mut().find(|m| m.kind.key == kind.key) {
+            metric.runs[index].push(value);
+        }
+    }
+
+    pub fn note(&mut self, note: impl Into<String>) {
+        self.notes.push(note.into());
+    }
+
+    /// Sets the targets to judge (see `issue_goals`).
+    pub fn goals(&mut self, goals: Vec<Goal>) {
+        self.goals = goals;
+    }
+
+    fn find(&self, key: &str) -> Option<&Metric> {
+        self.metrics.iter().find(|m| m.kind.key == key)
+    }
+
+    /// The median of metric `key` for peer `peer`.
+    pub fn median(&self, key: &str, peer: &str) -> Option<f64> {
+        let index = self.peers.iter().position(|(name, _)| name == peer)?;
+        median(&self.find(key)?.runs[index])
+    }
+
+    /// The median over the baseline's median.
+    fn ratio(&self, metric: &Metric, index: usize) -> Option<f64> {
+        let base = median(&metric.runs[0])?;
+        let value = median(&metric.runs[index])?;
+        (base != 0.0).then(|| value / base)
     }
 
     pub fn table(&self) -> String {
-        let width = self
-            .series
+        let baseline = self.peers.first().map_or("", |(name, _)| name.as_str());
+        let rows: Vec<(String, Vec<String>)> = self
+            .metrics
             .iter()
-            .map(|s| s.name.len())
-            .max()
-            .unwrap_or(0)
-            .max("proxy".len());
-        let mut out = format!(
-            "\nthroughput: 1 connection, {} MiB per run, median of {} round(s), {} client\n",
-            self.size_mib, self.rounds, self.client
-        );
-        out += &format!("{:<width$}", "proxy");
-        for direction in &self.directions {
-            out += &format!("  {:>10}  {:>8}", format!("{} MiB/s", direction.name()), "ratio");
+            .map(|metric| {
+                let heading = format!("{} ({})", metric.label, metric.kind.unit);
+                let cells = (0..self.peers.len())
+                    .map(|index| {
+                        let Some(value) = median(&metric.runs[index]) else {
+                            return "-".to_string();
+                        };
+                        let value = format!("{value:.*}", metric.kind.decimals);
+                        match self.ratio(metric, index) {
+                            Some(ratio) if metric.kind.ratio && index > 0 => format!("{value} ({ratio:.2})"),
+                            _ => value,
+                        }
+                    })
+                    .collect();
+                (heading, cells)
+            })
+            .collect();
+        let first = rows.iter().map(|(h, _)| h.chars().count()).max().unwrap_or(0);
+        let widths: Vec<usize> = self
+            .peers
+            .iter()
+            .enumerate()
+            .map(|(i, (name, _))| {
+                rows.iter()
+                    .map(|(_, cells)| cells[i].chars().count())
+                    .chain([name.chars().count()])
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+        let mut out = format!("\n{}\n", self.title);
+        out += &pad_right("", first);
+        for ((name, _), width) in self.peers.iter().zip(&widths) {
+            out += &format!("  {}", pad_left(name, *width));
         }
         out += "\n";
-        for series in &self.series {
-            out += &format!("{:<width$}", series.name);
-            for &direction in &self.directions {
-                let (median, ratio) = self.summary(series, direction);
-                out += &format!("  {:>10}  {:>8}", fixed(median, 1), fixed(ratio, 2));
+        for (heading, cells) in &rows {
+            out += &pad_right(heading, first);
+            for (cell, width) in cells.iter().zip(&widths) {
+                out += &format!("  {}", pad_left(cell, *width));
             }
             out += "\n";
         }
-        out += &format!(
-            "down = target → browser, up = browser → target ({} KiB masked messages); ratio = median / {}'s\n",
-            self.message_bytes / 1024,
-            crate::proxy::NO_PROXY
-        );
+        out += &format!("medians over the rounds; (ratio) = median / {baseline}'s median\n");
+        if self.metrics.iter().any(|m| m.kind.key.starts_with("cpu_")) {
+            let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+            out += &format!(
+                "CPU = CPU time of the benchmark (client and backend) plus the proxy's processes, per unit of \
+                 work;\n      with {cpus} cores the rate cannot pass {cpus} s / (CPU per unit)\n"
+            );
+        }
+        let checks = self.checks();
+        if !checks.is_empty() {
+            out += "\ntargets (issue 5), judged on the medians above:\n";
+            for check in &checks {
+                let verdict = match check.met {
+                    Some(true) => "met   ",
+                    Some(false) => "MISSED",
+                    None => "n/a   ",
+                };
+                let value = check.value.map_or_else(|| "-".to_string(), |v| format!("{v:.2}"));
+                out += &format!("  {verdict}  {:<58} {value}\n", check.text);
+            }
+        }
+        for note in &self.notes {
+            out += &format!("note: {note}\n");
+        }
         out
     }
 
     pub fn json(&self) -> Value {
-        let peers: Vec<Value> = self
-            .series
+        let metrics: Vec<Value> = self
+            .metrics
             .iter()
-            .map(|series| {
-                let mut peer = json!({ "name": series.name, "command": series.command });
-                for &direction in &self.directions {
-                    let (median, ratio) = self.summary(series, direction);
-                    peer[direction.name()] = json!({
-                        "runs_mib_s": series.runs[direction as usize],
-                        "median_mib_s": median,
-                        "ratio_to_no_proxy": ratio,
-                    });
+            .map(|metric| {
+                let mut peers = Map::new();
+                for (index, (name, _)) in self.peers.iter().enumerate() {
+                    peers.insert(
+                        name.clone(),
+                        json!({
+                            "runs": metric.runs[index],
+                            "median": median(&metric.runs[index]),
+                            "ratio_to_baseline": self.ratio(metric, index),
+                        }),
+                    );
                 }
-                peer
+                json!({
+                    "key": metric.kind.key,
+                    "label": metric.label,
+                    "unit": metric.kind.unit,
+                    "peers": peers,
+                })
             })
             .collect();
+        let checks: Vec<Value> = self
+            .checks()
+            .into_iter()
+            .map(|c| json!({ "target": c.text, "value": c.value, "met": c.met }))
+            .collect();
         json!({
-            "scenario": "throughput",
-            "connections": 1,
-            "size_bytes": self.size_mib << 20,
-            "message_bytes": self.message_bytes,
-            "rounds": self.rounds,
-            "client": self.client,
+            "title": self.title,
+            "settings": self.settings,
             "cpus": std::thread::available_parallelism().map(|n| n.get()).ok(),
-            "peers": peers,
+            "peers": self.peers.iter().map(|(name, command)| json!({ "name": name, "command": command })).collect::<Vec<_>>(),
+            "metrics": metrics,
+            "targets": checks,
+            "notes": self.notes,
         })
     }
-}
 
-fn median_of(series: &Series, direction: Direction) -> Option<f64> {
-    median(&series.runs[direction as usize])
-}
-
-/// The median; the mean of the middle two for an even count.
-pub fn median(values: &[f64]) -> Option<f64> {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    let mid = sorted.len() / 2;
-    match sorted.len() {
-        0 => None,
-        n if n % 2 == 1 => Some(sorted[mid]),
-        _ => Some((sorted[mid - 1] + sorted[mid]) / 2.0),
+    /// The goals whose metric was measured.
+    fn checks(&self) -> Vec<Check> {
+        self.goals
+            .iter()
+            .filter(|goal| self.find(goal.metric).is_some())
+            .map(|goal| {
+                let value = self.median(goal.metric, &goal.peer);
+                let other = match &goal.against {
+                    Against::Fixed(_) => None,
+                    Against::Peer(other) => Some(self.median(goal.metric, other)),
+                    Against::Metric(key) => Some(self.median(key, &goal.peer)),
+                };
+                let value = match other {
+                    None => value,
+                    Some(other) => value.zip(other).and_then(|(v, o)| (o != 0.0).then(|| v / o)),
+                };
+                let bound = match goal.against {
+                    Against::Fixed(bound) => bound,
+                    Against::Peer(_) | Against::Metric(_) => goal.factor,
+                };
+                let met = value.map(|v| if goal.at_least { v >= bound } else { v <= bound });
+                Check {
+                    text: goal.text.clone(),
+                    value,
+                    met,
+                }
+            })
+            .collect()
     }
 }
 
-fn fixed(value: Option<f64>, decimals: usize) -> String {
-    value.map_or_else(|| "-".into(), |v| format!("{v:.decimals$}"))
+/// A target: `peer`'s median of `metric`, compared with another peer's or another metric's (as a
+/// ratio that must be at least, or at most, `factor`) or with a fixed bound.
+pub struct Goal {
+    pub text: String,
+    pub peer: String,
+    pub metric: &'static str,
+    pub against: Against,
+    pub factor: f64,
+    pub at_least: bool,
+}
+
+pub enum Against {
+    /// The same metric of another peer.
+    Peer(String),
+    /// Another metric of the same peer.
+    Metric(&'static str),
+    Fixed(f64),
+}
+
+struct Check {
+    text: String,
+    /// The ratio, or the value for a fixed bound.
+    value: Option<f64>,
+    /// `None` when a peer it needs is missing or failed.
+    met: Option<bool>,
+}
+
+/// Issue 5's targets for the peer named `wsproxy`, against the peers named `no-proxy`,
+/// `websocat`, `websockify` and `socat`; `idle` is the number of idle connections requested.
+pub fn issue_goals(idle: usize) -> Vec<Goal> {
+    let ratio = |text: &str, metric: &'static str, other: &str, factor: f64, at_least: bool| Goal {
+        text: text.to_string(),
+        peer: "wsproxy".into(),
+        metric,
+        against: Against::Peer(other.into()),
+        factor,
+        at_least,
+    };
+    let fixed = |text: String, metric: &'static str, bound: f64, at_least: bool| Goal {
+        text,
+        peer: "wsproxy".into(),
+        metric,
+        against: Against::Fixed(bound),
+        factor: 1.0,
+        at_least,
+    };
+    let base = crate::proxy::NO_PROXY;
+    vec![
+        ratio("target → browser ≥ 0.85× no-proxy", DOWN.key, base, 0.85, true),
+        ratio("target → browser ≥ 1.5× websocat", DOWN.key, "websocat", 1.5, true),
+        ratio("browser → target ≥ 0.85× no-proxy", UP.key, base, 0.85, true),
+        ratio("browser → target ≥ 4× websocat", UP.key, "websocat", 4.0, true),
+        ratio("RTT p50 ≤ socat's (ratio ≤ 1)", RTT_P50.key, "socat", 1.0, false),
+        ratio("RTT p99 ≤ socat's (ratio ≤ 1)", RTT_P99.key, "socat", 1.0, false),
+        ratio("64-conn round trips ≥ 0.9× no-proxy", RTT64.key, base, 0.9, true),
+        ratio("connects/s ≥ 0.85× no-proxy", CONNECTS.key, base, 0.85, true),
+        ratio("connects/s ≥ 20× websockify", CONNECTS.key, "websockify", 20.0, true),
+        Goal {
+            text: format!("idle: all of {idle} that the fd limit allowed held (ratio)"),
+            peer: "wsproxy".into(),
+            metric: IDLE_HELD.key,
+            against: Against::Metric(IDLE_TRIED.key),
+            factor: 1.0,
+            at_least: true,
+        },
+        fixed("idle: ≤ 4 KiB RSS per connection".into(), IDLE_RSS.key, 4.0, false),
+        fixed("idle: ≤ 4 KiB PSS per connection".into(), IDLE_PSS.key, 4.0, false),
+    ]
+}
+
+fn pad_left(text: &str, width: usize) -> String {
+    let pad = width.saturating_sub(text.chars().count());
+    format!("{}{text}", " ".repeat(pad))
+}
+
+fn pad_right(text: &str, width: usize) -> String {
+    let pad = width.saturating_sub(text.chars().count());
+    format!("{text}{}", " ".repeat(pad))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proxy::ProxySpec;
 
-    #[test]
-    fn medians() {
-        assert_eq!(median(&[]), None);
-        assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
-        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), Some(2.5));
+    fn report() -> Report {
+        let specs: Vec<ProxySpec> = ["wsproxy=p {listen} {target}", "websocat=q {listen} {target}"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        let peers = Peer::all(&specs).unwrap();
+        let mut report = Report::new("test", &peers, Value::Null);
+        report.goals(issue_goals(100));
+        report
     }
 
     #[test]
-    fn ratios_are_to_the_first_series() {
-        let series = |name: &str, down: f64| Series {
-            name: name.into(),
-            command: None,
-            runs: [vec![down], vec![]],
-        };
-        let report = Report {
-            size_mib: 1,
-            message_bytes: 65536,
-            rounds: 1,
-            client: "raw",
-            directions: vec![Direction::Down, Direction::Up],
-            series: vec![series("no-proxy", 200.0), series("p", 50.0)],
-        };
+    fn ratios_are_to_the_baseline_and_missing_runs_show_as_dashes() {
+        let mut report = report();
+        for (peer, value) in [
+            ("no-proxy", 200.0),
+            ("no-proxy", 100.0),
+            ("no-proxy", 300.0),
+            ("wsproxy", 50.0),
+        ] {
+            report.record(DOWN, peer, value);
+        }
+        report.record(IDLE_HELD, "wsproxy", 100.0);
         let json = report.json();
-        assert_eq!(json["peers"][1]["down"]["ratio_to_no_proxy"], 0.25);
-        assert_eq!(json["peers"][1]["up"]["median_mib_s"], Value::Null);
+        assert_eq!(json["metrics"][0]["peers"]["wsproxy"]["ratio_to_baseline"], 0.25);
+        assert_eq!(json["metrics"][0]["peers"]["websocat"]["median"], Value::Null);
         let table = report.table();
         let row: Vec<&str> = table
             .lines()
-            .find(|l| l.starts_with("p "))
+            .find(|l| l.starts_with("target → browser"))
             .unwrap()
-            .split_whitespace()
+            .split("  ")
+            .filter(|cell| !cell.trim().is_empty())
+            .map(str::trim)
             .collect();
-        assert_eq!(row, ["p", "50.0", "0.25", "-", "-"], "{table}");
+        assert_eq!(
+            row,
+            ["target → browser, 1 conn (MiB/s)", "200", "50 (0.25)", "-"],
+            "{table}"
+        );
+        // The memory rows have no ratio: the baseline runs no proxy.
+        let idle = table.lines().find(|l| l.starts_with("idle conns held")).unwrap();
+        assert!(idle.split_whitespace().rev().take(3).eq(["-", "100", "-"]), "{table}");
+    }
+
+    #[test]
+    fn targets_are_judged_when_their_peers_ran() {
+        let mut report = report();
+        report.record(DOWN, "no-proxy", 100.0);
+        report.record(DOWN, "wsproxy", 90.0);
+        report.record(DOWN, "websocat", 80.0);
+        report.record(IDLE_RSS, "wsproxy", 3.5);
+        let checks = report.checks();
+        let verdict = |text: &str| checks.iter().find(|c| c.text.starts_with(text)).map(|c| c.met);
+        assert_eq!(verdict("target → browser ≥ 0.85× no-proxy"), Some(Some(true)));
+        assert_eq!(verdict("target → browser ≥ 1.5× websocat"), Some(Some(false)));
+        assert_eq!(verdict("idle: ≤ 4 KiB RSS"), Some(Some(true)));
+        // Not measured: not listed.
+        assert_eq!(verdict("connects/s"), None);
+        assert!(report.table().contains("MISSED  target → browser ≥ 1.5× websocat"));
     }
 }

@@ -5,29 +5,27 @@
 //!   mask as browsers do; the proxy unmasks; the backend reads.
 //!
 //! The receiving end checks every byte and times the run from its first byte to its last.
-//! Peers run in alternation, no-proxy first (A B C, A B C, ...), so that the slow drifts of a
-//! noisy machine hit every peer alike; the report gives medians. Each peer is started afresh in
-//! every round and stopped after its runs.
+//! With `--tls` the client speaks wss:// (the baseline serves TLS itself; a proxy's template must
+//! turn TLS on, e.g. `--cert`). Each peer is started afresh for every round.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio::time::timeout;
 
-use crate::cli::Throughput;
-use crate::client;
-use crate::handshake;
-use crate::proxy::{NO_PROXY, Proxy, ProxySpec, Upstream};
-use crate::report::{Report, Series};
+use crate::client::{self, ClientKind};
+use crate::peer::{self, Peer, Server};
+use crate::procfs::CpuMark;
+use crate::report::{self, Report};
+use crate::tls::Tls;
 use crate::transfer::{IO_SIZE, Progress, Transfer, receive_tcp, receive_ws, send_tcp, send_ws};
-use crate::ws::{FrameReader, send_close};
+use crate::ws::send_close;
 
 /// The message size in both directions: what a browser client such as noVNC sends, and what
 /// the no-proxy server sends (a proxy picks its own size for the down direction).
-const MESSAGE: usize = 64 * 1024;
+pub const MESSAGE: usize = 64 * 1024;
 
 /// How long the in-process WebSocket server waits for the client's Close after a run.
 const CLOSE_WAIT: Duration = Duration::from_secs(5);
@@ -49,162 +47,111 @@ impl Direction {
             Self::Up => "up",
         }
     }
-}
 
-/// One side of a run, besides the client.
-enum Peer<'a> {
-    /// The in-process WebSocket server: the client's own limit.
-    NoProxy,
-    /// A proxy command in front of the in-process TCP backend.
-    Proxy(&'a ProxySpec),
-}
-
-impl Peer<'_> {
-    fn name(&self) -> &str {
+    fn metric(self) -> report::Kind {
         match self {
-            Peer::NoProxy => NO_PROXY,
-            Peer::Proxy(spec) => &spec.name,
+            Self::Down => report::DOWN,
+            Self::Up => report::UP,
+        }
+    }
+
+    /// CPU time per GiB: all processes, and the proxy alone.
+    fn cpu_metrics(self) -> (report::Kind, report::Kind) {
+        match self {
+            Self::Down => (report::CPU_DOWN, report::CPU_DOWN_PROXY),
+            Self::Up => (report::CPU_UP, report::CPU_UP_PROXY),
         }
     }
 }
 
-/// The far end of one run: what the client's connection reaches, through a proxy or directly.
-#[derive(Clone)]
-enum Server {
-    /// A TCP backend (the proxy's target).
-    Tcp(Arc<TcpListener>),
-    /// A WebSocket server (the no-proxy baseline), framing as cheaply as the client does.
-    WebSocket(Arc<TcpListener>),
+pub struct Options {
+    pub size: u64,
+    pub client: ClientKind,
+    /// A run fails when no data has arrived for this long.
+    pub stall: Duration,
+    pub directions: Vec<Direction>,
+    pub tls: Option<Arc<Tls>>,
 }
 
-pub async fn run(args: &Throughput) -> Result<(), String> {
-    let common = &args.common;
-    let mut names = vec![NO_PROXY];
-    for spec in &common.proxies {
-        if names.contains(&spec.name.as_str()) {
-            return Err(format!("two proxies are named `{}`", spec.name));
-        }
-        names.push(&spec.name);
-    }
-    let directions: Vec<Direction> = Direction::ALL
-        .into_iter()
-        .filter(|d| args.directions.contains(d))
-        .collect();
-    let size = args.size_mib << 20;
-    let options = RunOptions {
-        size,
-        client: common.client,
-        stall: Duration::from_secs(common.stall_secs),
-    };
-
-    let peers: Vec<Peer> = std::iter::once(Peer::NoProxy)
-        .chain(common.proxies.iter().map(Peer::Proxy))
-        .collect();
-    let mut series: Vec<Series> = peers
-        .iter()
-        .map(|peer| Series {
-            name: peer.name().to_string(),
-            command: match peer {
-                Peer::NoProxy => None,
-                Peer::Proxy(spec) => Some(spec.template.clone()),
-            },
-            runs: Default::default(),
-        })
-        .collect();
-
-    eprintln!(
-        "throughput: {} MiB per run, {} round(s), {} client; each line is one run",
-        args.size_mib,
-        common.rounds,
-        common.client.name()
-    );
-    for round in 1..=common.rounds {
-        for (peer, series) in peers.iter().zip(&mut series) {
-            for (direction, transfer) in measure_peer(peer, &directions, &options).await? {
-                let rate = transfer.mib_per_sec();
-                eprintln!(
-                    "  round {round}/{}  {:<12} {:<4} {rate:>9.1} MiB/s  ({:.3} s)",
-                    common.rounds,
-                    peer.name(),
-                    direction.name(),
-                    transfer.elapsed.as_secs_f64()
-                );
-                series.runs[direction as usize].push(rate);
-            }
+impl Options {
+    pub fn new(
+        size_mib: u64,
+        client: ClientKind,
+        stall_secs: u64,
+        directions: &[Direction],
+        tls: Option<Arc<Tls>>,
+    ) -> Self {
+        Options {
+            size: size_mib << 20,
+            client,
+            stall: Duration::from_secs(stall_secs),
+            directions: Direction::ALL.into_iter().filter(|d| directions.contains(d)).collect(),
+            tls,
         }
     }
 
-    let report = Report {
-        size_mib: args.size_mib,
-        message_bytes: MESSAGE,
-        rounds: common.rounds,
-        client: common.client.name(),
-        directions,
-        series,
-    };
-    print!("{}", report.table());
-    if let Some(path) = &common.json {
-        let json = serde_json::to_string_pretty(&report.json()).map_err(|e| e.to_string())?;
-        std::fs::write(path, json + "\n").map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    /// Adds this scenario's rows to `report`, in table order.
+    pub fn rows(&self, report: &mut Report) {
+        for direction in &self.directions {
+            report.metric(direction.metric());
+        }
+    }
+
+    /// The CPU rows, which go below all the others.
+    pub fn cpu_rows(&self, report: &mut Report) {
+        for direction in &self.directions {
+            let (all, proxy) = direction.cpu_metrics();
+            report.metric(all);
+            report.metric(proxy);
+        }
+    }
+}
+
+/// Measures every direction once against `peer` and records the rates.
+pub async fn measure_into(
+    peer: &Peer<'_>,
+    options: &Options,
+    report: &mut Report,
+    (round, rounds): (u32, u32),
+) -> Result<(), String> {
+    let results = peer::measure(peer, options.tls.as_ref(), |port, server, group| async move {
+        let mut results = Vec::new();
+        for &direction in &options.directions {
+            let mark = CpuMark::now(group);
+            let transfer = run_once(port, server.clone(), direction, options)
+                .await
+                .map_err(|e| format!("{}: {e}", direction.name()))?;
+            results.push((direction, transfer, mark.since()));
+        }
+        Ok(results)
+    })
+    .await?;
+    for (direction, transfer, cpu) in results {
+        let rate = transfer.mib_per_sec();
+        let gib = transfer.bytes as f64 / f64::from(1 << 30);
+        let (all, proxy) = (cpu.bench + cpu.proxy, cpu.proxy);
+        eprintln!(
+            "  round {round}/{rounds}  {:<12} {:<4} {rate:>9.1} MiB/s  ({:.3} s; CPU {:.3} s, proxy {:.3} s)",
+            peer.name(),
+            direction.name(),
+            transfer.elapsed.as_secs_f64(),
+            all.as_secs_f64(),
+            proxy.as_secs_f64()
+        );
+        report.record(direction.metric(), peer.name(), rate);
+        let (all_kind, proxy_kind) = direction.cpu_metrics();
+        report.record(all_kind, peer.name(), all.as_secs_f64() * 1e3 / gib);
+        if matches!(peer, Peer::Proxy(_)) {
+            report.record(proxy_kind, peer.name(), proxy.as_secs_f64() * 1e3 / gib);
+        }
     }
     Ok(())
-}
-
-struct RunOptions {
-    size: u64,
-    client: client::ClientKind,
-    /// A run fails when no data has arrived for this long.
-    stall: Duration,
-}
-
-/// Runs every direction once against `peer`, starting and stopping it around them.
-async fn measure_peer(
-    peer: &Peer<'_>,
-    directions: &[Direction],
-    options: &RunOptions,
-) -> Result<Vec<(Direction, Transfer)>, String> {
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .map_err(|e| format!("cannot listen on 127.0.0.1: {e}"))?;
-    let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    let listener = Arc::new(listener);
-    let mut results = Vec::new();
-    match peer {
-        Peer::NoProxy => {
-            for &direction in directions {
-                let transfer = run_once(addr.port(), Server::WebSocket(listener.clone()), direction, options)
-                    .await
-                    .map_err(|e| format!("{NO_PROXY} {}: {e}", direction.name()))?;
-                results.push((direction, transfer));
-            }
-        }
-        Peer::Proxy(spec) => {
-            let proxy = Proxy::start(spec, addr).await?;
-            for &direction in directions {
-                let server = match spec.upstream {
-                    Upstream::Tcp => Server::Tcp(listener.clone()),
-                    Upstream::WebSocket => Server::WebSocket(listener.clone()),
-                };
-                match run_once(proxy.port(), server, direction, options).await {
-                    Ok(transfer) => results.push((direction, transfer)),
-                    Err(e) => {
-                        let note = proxy.output_note();
-                        // Stopping is best effort here: the run's error is the one to report.
-                        let _ = proxy.stop().await;
-                        return Err(format!("{} {}: {e}{note}", spec.name, direction.name()));
-                    }
-                }
-            }
-            proxy.stop().await?;
-        }
-    }
-    Ok(results)
 }
 
 /// One connection, one direction: the client on one task, the server on another, and a
 /// watchdog that fails the run when data stops arriving. Whichever ends first with an error ends
 /// the run; returning drops the `JoinSet`, which aborts the other task.
-async fn run_once(port: u16, server: Server, direction: Direction, options: &RunOptions) -> Result<Transfer, String> {
+async fn run_once(port: u16, server: Server, direction: Direction, options: &Options) -> Result<Transfer, String> {
     let progress = Progress::default();
     let size = options.size;
     let mut tasks: JoinSet<Result<Option<Transfer>, String>> = JoinSet::new();
@@ -213,11 +160,12 @@ async fn run_once(port: u16, server: Server, direction: Direction, options: &Run
         tasks.spawn(async move { serve(server, direction, size, &progress).await });
     }
     {
-        let (progress, kind) = (progress.clone(), options.client);
+        let (progress, kind, tls) = (progress.clone(), options.client, options.tls.clone());
         tasks.spawn(async move {
+            let tls = tls.as_ref();
             match direction {
-                Direction::Down => client::download(kind, port, size, &progress).await.map(Some),
-                Direction::Up => client::upload(kind, port, size, MESSAGE).await.map(|()| None),
+                Direction::Down => client::download(kind, port, tls, size, &progress).await.map(Some),
+                Direction::Up => client::upload(kind, port, tls, size, MESSAGE).await.map(|()| None),
             }
         });
     }
@@ -244,28 +192,14 @@ async fn serve(
 ) -> Result<Option<Transfer>, String> {
     match server {
         Server::Tcp(listener) => {
-            let (mut stream, _) = listener
-                .accept()
-                .await
-                .map_err(|e| format!("backend accept failed: {e}"))?;
+            let mut stream = Server::accept_tcp(&listener).await?;
             match direction {
                 Direction::Down => send_tcp(&mut stream, size).await.map(|()| None),
                 Direction::Up => receive_tcp(&mut stream, size, progress).await.map(Some),
             }
         }
-        Server::WebSocket(listener) => {
-            // A raw relay passes its readiness probe on to us as an empty connection: skip it.
-            let (stream, leftover) = loop {
-                let (mut stream, _) = listener
-                    .accept()
-                    .await
-                    .map_err(|e| format!("server accept failed: {e}"))?;
-                if let Some(leftover) = handshake::server(&mut stream).await? {
-                    break (stream, leftover);
-                }
-            };
-            let (reader, mut writer) = stream.into_split();
-            let mut frames = FrameReader::new(reader, &leftover, IO_SIZE, true);
+        Server::WebSocket(listener, tls) => {
+            let (mut frames, mut writer) = peer::accept_ws(&listener, tls.as_ref(), IO_SIZE).await?;
             let transfer = match direction {
                 Direction::Down => {
                     send_ws(&mut writer, size, MESSAGE, None).await?;

@@ -139,7 +139,8 @@ pub async fn send_ws<W: AsyncWrite + Unpin>(
             .await
             .map_err(|e| format!("WebSocket write failed after {batch_start} bytes: {e}"))?;
     }
-    Ok(())
+    // A TLS stream holds its last record until flushed; a TCP one has nothing to do.
+    io.flush().await.map_err(|e| format!("WebSocket flush failed: {e}"))
 }
 
 /// Receives `size` bytes of test data as binary messages.

@@ -86,7 +86,9 @@ pub fn put_binary(out: &mut Vec<u8>, payload: &[u8], masks: Option<&mut XorShift
 pub async fn send_close<W: AsyncWrite + Unpin>(io: &mut W, masks: Option<&mut XorShift>) -> std::io::Result<()> {
     let mut out = Vec::with_capacity(MAX_HEADER + 2);
     put_close(&mut out, masks);
-    io.write_all(&out).await
+    io.write_all(&out).await?;
+    // A TLS stream holds the record until flushed.
+    io.flush().await
 }
 
 /// What `FrameReader::next` found.

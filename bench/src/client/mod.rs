@@ -15,11 +15,13 @@
 //! cycle the client spends is taken from the proxy: tungstenite's extra copies cost wsproxy
 //! 10–15 % of its measured rate.
 
-mod raw;
+pub mod raw;
 mod tungstenite;
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use crate::tls::Tls;
 use crate::transfer::{Progress, Transfer};
 
 /// How long the closing handshake after a run may take before the connection is just dropped.
@@ -43,18 +45,31 @@ impl ClientKind {
 }
 
 /// Connects to 127.0.0.1:`port` and receives `size` bytes of test data (target → browser).
-pub async fn download(kind: ClientKind, port: u16, size: u64, progress: &Progress) -> Result<Transfer, String> {
+/// With `tls`, over wss://.
+pub async fn download(
+    kind: ClientKind,
+    port: u16,
+    tls: Option<&Arc<Tls>>,
+    size: u64,
+    progress: &Progress,
+) -> Result<Transfer, String> {
     match kind {
-        ClientKind::Raw => raw::download(port, size, progress).await,
-        ClientKind::Tungstenite => tungstenite::download(port, size, progress).await,
+        ClientKind::Raw => raw::download(port, tls, size, progress).await,
+        ClientKind::Tungstenite => tungstenite::download(port, tls, size, progress).await,
     }
 }
 
 /// Connects to 127.0.0.1:`port` and sends `size` bytes of test data as masked binary messages
-/// of `message` bytes (browser → target).
-pub async fn upload(kind: ClientKind, port: u16, size: u64, message: usize) -> Result<(), String> {
+/// of `message` bytes (browser → target). With `tls`, over wss://.
+pub async fn upload(
+    kind: ClientKind,
+    port: u16,
+    tls: Option<&Arc<Tls>>,
+    size: u64,
+    message: usize,
+) -> Result<(), String> {
     match kind {
-        ClientKind::Raw => raw::upload(port, size, message).await,
-        ClientKind::Tungstenite => tungstenite::upload(port, size, message).await,
+        ClientKind::Raw => raw::upload(port, tls, size, message).await,
+        ClientKind::Tungstenite => tungstenite::upload(port, tls, size, message).await,
     }
 }

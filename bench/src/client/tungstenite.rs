@@ -1,8 +1,9 @@
 //! The tokio-tungstenite client, configured as generously as it allows (256 KiB buffers, no
 //! message size limit), so that a comparison with `raw` is about the library, not its defaults.
 
+use std::sync::Arc;
+
 use futures_util::{SinkExt, StreamExt};
-use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -11,11 +12,13 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Bytes, Message};
 
 use super::CLOSE_WAIT;
+use crate::net::{self, Stream};
 use crate::pattern::pattern;
+use crate::tls::Tls;
 use crate::transfer::{Counter, IO_SIZE, Progress, Transfer};
 
-pub async fn download(port: u16, size: u64, progress: &Progress) -> Result<Transfer, String> {
-    let mut ws = connect(port).await?;
+pub async fn download(port: u16, tls: Option<&Arc<Tls>>, size: u64, progress: &Progress) -> Result<Transfer, String> {
+    let mut ws = connect(port, tls).await?;
     let mut counter = Counter::new(size, progress);
     let transfer = loop {
         match ws.next().await {
@@ -35,8 +38,8 @@ pub async fn download(port: u16, size: u64, progress: &Progress) -> Result<Trans
     Ok(transfer)
 }
 
-pub async fn upload(port: u16, size: u64, message: usize) -> Result<(), String> {
-    let mut ws = connect(port).await?;
+pub async fn upload(port: u16, tls: Option<&Arc<Tls>>, size: u64, message: usize) -> Result<(), String> {
+    let mut ws = connect(port, tls).await?;
     let mut sent = 0;
     while sent < size {
         let len = (size - sent).min(message as u64) as usize;
@@ -52,11 +55,9 @@ pub async fn upload(port: u16, size: u64, message: usize) -> Result<(), String> 
     Ok(())
 }
 
-async fn connect(port: u16) -> Result<WebSocketStream<TcpStream>, String> {
-    let stream = TcpStream::connect(("127.0.0.1", port))
-        .await
-        .map_err(|e| format!("cannot connect to 127.0.0.1:{port}: {e}"))?;
-    stream.set_nodelay(true).map_err(|e| format!("TCP_NODELAY: {e}"))?;
+async fn connect(port: u16, tls: Option<&Arc<Tls>>) -> Result<WebSocketStream<Stream>, String> {
+    let stream = net::connect(port, tls).await?;
+    // The scheme only names the Host header here: TLS, if any, is already up underneath.
     let mut request = format!("ws://127.0.0.1:{port}/")
         .into_client_request()
         .map_err(|e| e.to_string())?;
@@ -76,7 +77,7 @@ async fn connect(port: u16) -> Result<WebSocketStream<TcpStream>, String> {
 }
 
 /// Sends Close and waits, briefly, for the proxy's Close or end of stream.
-async fn close(ws: &mut WebSocketStream<TcpStream>) {
+async fn close(ws: &mut WebSocketStream<Stream>) {
     let _ = timeout(CLOSE_WAIT, async {
         if ws.close(None).await.is_ok() {
             while let Some(Ok(_)) = ws.next().await {}
