@@ -3,9 +3,9 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
 import {
+  canConnect,
   Cleanup, freePort, launchBrowser, openPage, ROOT, screenshotPath, startProcess, tempDir, waitForStatus,
   waitForTerminal, waitUntil, withTimeout,
 } from './helpers.mjs';
@@ -18,16 +18,6 @@ before(async () => {
 });
 
 after(() => cleanup.run());
-
-function canConnect(port) {
-  return new Promise((resolve) => {
-    const socket = net.connect({ host: '127.0.0.1', port }, () => {
-      socket.destroy();
-      resolve(true);
-    });
-    socket.on('error', () => resolve(false));
-  });
-}
 
 test('scripts/demo serves the desktop and the telnet terminal, and stops cleanly', async () => {
   const logs = tempDir('demo');

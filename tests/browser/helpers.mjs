@@ -203,6 +203,21 @@ export function freePort() {
 }
 
 /** An X display number with no lock file or socket, from a random place in 20..99. */
+/** Whether a TCP connection to 127.0.0.1:port is accepted (false when refused or after 2 s). */
+export function canConnect(port) {
+  return new Promise((resolve) => {
+    const socket = net.connect({ host: '127.0.0.1', port }, () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.on('error', () => resolve(false));
+    socket.setTimeout(2000, () => {
+      socket.destroy();
+      resolve(false);
+    });
+  });
+}
+
 export function freeDisplay() {
   const start = 20 + Math.floor(Math.random() * 80);
   for (let i = 0; i < 80; i++) {

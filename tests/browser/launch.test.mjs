@@ -3,10 +3,10 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import {
+  canConnect,
   Cleanup, freeDisplay, freePort, launchBrowser, openPage, ROOT, startProcess, waitForStatus, waitUntil,
   withTimeout,
 } from './helpers.mjs';
@@ -31,20 +31,6 @@ before(async () => {
 });
 
 after(() => cleanup.run());
-
-function canConnect(port) {
-  return new Promise((resolve) => {
-    const socket = net.connect({ host: '127.0.0.1', port }, () => {
-      socket.destroy();
-      resolve(true);
-    });
-    socket.on('error', () => resolve(false));
-    socket.setTimeout(2000, () => {
-      socket.destroy();
-      resolve(false);
-    });
-  });
-}
 
 test('scripts/launch prints a URL that connects, and stops wsproxy when stopped', async () => {
   const launch = startProcess('launch', LAUNCH, ['--vnc', `127.0.0.1:${rfbPort}`, '--listen', '127.0.0.1:0']);
