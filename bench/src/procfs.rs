@@ -171,12 +171,17 @@ mod tests {
         let memory = Memory::of_group(group).unwrap();
         assert!(memory.processes >= 1 && memory.rss_kib > 0, "{memory:?}");
         let mark = CpuMark::now(Some(group));
+        // /proc counts CPU time in clock ticks (10 ms): spin until a tick shows, for 5 s at most.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
         let mut x = 0u64;
-        for i in 0..3_000_000u64 {
-            x = x.wrapping_mul(31).wrapping_add(std::hint::black_box(i));
+        let mut spent = mark.since();
+        while (spent.bench == Duration::ZERO || spent.proxy == Duration::ZERO) && std::time::Instant::now() < deadline {
+            for i in 0..1_000_000u64 {
+                x = x.wrapping_mul(31).wrapping_add(std::hint::black_box(i));
+            }
+            spent = mark.since();
         }
         std::hint::black_box(x);
-        let spent = mark.since();
         assert!(
             spent.bench > Duration::ZERO && spent.proxy > Duration::ZERO,
             "{spent:?}"
