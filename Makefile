@@ -2,13 +2,12 @@
 # `make bench` compares wsproxy with websockify, websocat and socat.
 CARGO ?= cargo
 PREFIX ?= /usr/local
-# COMMAND:PACKAGE (or :PACKAGE) pairs for scripts/need-apt, which installs what is missing. The real
-# servers of the wrap-mode and browser tests (netkit in.telnetd listens by itself with -debug; Xvnc needs
-# the fixed font), the X programs the desktop shows, Chromium and Node.js for the browser tests.
+# COMMAND:PACKAGE (or :PACKAGE) pairs for scripts/need-apt, which installs what is missing: what the
+# cargo tests run (the C fixture, python3 -m http.server, openssl for certificates, netkit in.telnetd,
+# which listens by itself with -debug, and vncserver, whose Xvnc needs the fixed font). The browser
+# tests install their own list (tests/browser/run), as scripts/demo does.
 DEPS := cc:gcc nm:binutils python3:python3 openssl:openssl \
-	in.telnetd:telnetd-ssl vncserver:tigervnc-standalone-server vncpasswd:tigervnc-tools :xfonts-base \
-	:fonts-dejavu-core xterm:xterm xclock:x11-apps xsetroot:x11-xserver-utils \
-	chromium:chromium node:nodejs npm:npm
+	in.telnetd:telnetd-ssl vncserver:tigervnc-standalone-server :xfonts-base
 
 .PHONY: all build web test deps fmt-check clippy unit-and-e2e browser-test bench install demo clean
 

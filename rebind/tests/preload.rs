@@ -277,9 +277,9 @@ fn run(cmd: Command) -> Finished {
     Proc::spawn(cmd).finish()
 }
 
-/// The fixture with a clean environment and no preload.
-fn fixture(args: &[&str]) -> Command {
-    let mut cmd = Command::new(server_bin());
+/// `program ARGS` with none of the library's variables in its environment.
+fn clean(program: impl AsRef<std::ffi::OsStr>, args: &[&str]) -> Command {
+    let mut cmd = Command::new(program);
     cmd.args(args);
     for var in REBIND_VARS {
         cmd.env_remove(var);
@@ -287,12 +287,39 @@ fn fixture(args: &[&str]) -> Command {
     cmd
 }
 
-/// The fixture with the library preloaded and `vars` set.
-fn preloaded(args: &[&str], vars: &[(&str, &str)]) -> Command {
-    let mut cmd = fixture(args);
+/// The fixture with a clean environment and no preload.
+fn fixture(args: &[&str]) -> Command {
+    clean(server_bin(), args)
+}
+
+/// `cmd` with the library preloaded and `vars` set.
+fn with_library(mut cmd: Command, vars: &[(&str, &str)]) -> Command {
     cmd.env("LD_PRELOAD", lib());
     cmd.envs(vars.iter().copied());
     cmd
+}
+
+/// The fixture with the library preloaded and `vars` set.
+fn preloaded(args: &[&str], vars: &[(&str, &str)]) -> Command {
+    with_library(fixture(args), vars)
+}
+
+/// The fixture with the library moving port `old` to `new` (the library's variable names).
+fn moving(args: &[&str], old: &str, new: &str) -> Command {
+    preloaded(args, &[("REBIND_OLD_PORT", old), ("REBIND_NEW_PORT", new)])
+}
+
+/// Runs the fixture in `mode` as a listening server on the old port (free on `ip`), moved to a new
+/// port: it must report `bound HOST:NEW` and answer on `connect_ip:NEW`.
+fn assert_moved_and_serving(mode: &str, ip: &str, host: &str, connect_ip: std::net::IpAddr) {
+    let old = free_port(ip).to_string();
+    let new = free_port(ip);
+    let mut server = Proc::spawn(moving(&[mode, &old, "listen"], &old, &new.to_string()));
+    assert_eq!(server.line(), format!("bound {host}:{new}"));
+    assert_eq!(server.line(), "listening");
+    assert_eq!(fetch(SocketAddr::new(connect_ip, new), b""), "x");
+    let out = server.finish();
+    assert!(out.status.success(), "{out}");
 }
 
 /// A port that was free a moment ago on `ip` (the kernel's choice for port
@@ -394,10 +421,7 @@ fn port_of(line: &str) -> u16 {
 fn v4_wildcard_moves_to_loopback_new_port() {
     let old = free_port("127.0.0.1").to_string();
     let new = free_port("127.0.0.1").to_string();
-    let out = run(preloaded(
-        &["v4", &old],
-        &[("REBIND_OLD_PORT", &old), ("REBIND_NEW_PORT", &new)],
-    ));
+    let out = run(moving(&["v4", &old], &old, &new));
     assert_eq!(out.stdout, [format!("bound 127.0.0.1:{new}")], "{out}");
     assert!(out.status.success(), "{out}");
     assert_eq!(out.stderr, "", "{out}");
@@ -407,10 +431,7 @@ fn v4_wildcard_moves_to_loopback_new_port() {
 fn v4_specific_address_moves_too() {
     let old = free_port("127.0.0.2").to_string();
     let new = free_port("127.0.0.1").to_string();
-    let out = run(preloaded(
-        &["v4", &old, "addr=127.0.0.2"],
-        &[("REBIND_OLD_PORT", &old), ("REBIND_NEW_PORT", &new)],
-    ));
+    let out = run(moving(&["v4", &old, "addr=127.0.0.2"], &old, &new));
     assert_eq!(out.stdout, [format!("bound 127.0.0.1:{new}")], "{out}");
 }
 
@@ -421,10 +442,7 @@ fn v6_wildcard_moves_to_ipv6_loopback() {
     }
     let old = free_port("::1").to_string();
     let new = free_port("::1").to_string();
-    let out = run(preloaded(
-        &["v6", &old],
-        &[("REBIND_OLD_PORT", &old), ("REBIND_NEW_PORT", &new)],
-    ));
+    let out = run(moving(&["v6", &old], &old, &new));
     assert_eq!(out.stdout, [format!("bound [::1]:{new}")], "{out}");
     assert!(out.status.success(), "{out}");
 }
@@ -436,18 +454,7 @@ fn dual_stack_wildcard_moves_to_ipv6_loopback_and_accepts() {
     if !have_ipv6("dual_stack_wildcard_moves_to_ipv6_loopback_and_accepts") {
         return;
     }
-    let old = free_port("::1").to_string();
-    let new = free_port("::1");
-    let new_text = new.to_string();
-    let mut server = Proc::spawn(preloaded(
-        &["dual", &old, "listen"],
-        &[("REBIND_OLD_PORT", &old), ("REBIND_NEW_PORT", &new_text)],
-    ));
-    assert_eq!(server.line(), format!("bound [::1]:{new}"));
-    assert_eq!(server.line(), "listening");
-    assert_eq!(fetch(SocketAddr::from(([0u16, 0, 0, 0, 0, 0, 0, 1], new)), b""), "x");
-    let out = server.finish();
-    assert!(out.status.success(), "{out}");
+    assert_moved_and_serving("dual", "::1", "[::1]", std::net::Ipv6Addr::LOCALHOST.into());
 }
 
 /// Decision: a v4-mapped address goes to `::ffff:127.0.0.1`, so the socket
@@ -457,18 +464,12 @@ fn v4_mapped_moves_to_mapped_loopback_reachable_over_ipv4() {
     if !have_ipv6("v4_mapped_moves_to_mapped_loopback_reachable_over_ipv4") {
         return;
     }
-    let old = free_port("127.0.0.1").to_string();
-    let new = free_port("127.0.0.1");
-    let new_text = new.to_string();
-    let mut server = Proc::spawn(preloaded(
-        &["mapped", &old, "listen"],
-        &[("REBIND_OLD_PORT", &old), ("REBIND_NEW_PORT", &new_text)],
-    ));
-    assert_eq!(server.line(), format!("bound [::ffff:127.0.0.1]:{new}"));
-    assert_eq!(server.line(), "listening");
-    assert_eq!(fetch(SocketAddr::from(([127, 0, 0, 1], new)), b""), "x");
-    let out = server.finish();
-    assert!(out.status.success(), "{out}");
+    assert_moved_and_serving(
+        "mapped",
+        "127.0.0.1",
+        "[::ffff:127.0.0.1]",
+        std::net::Ipv4Addr::LOCALHOST.into(),
+    );
 }
 
 /// On a V6ONLY socket the kernel refuses any mapped address; the moved
@@ -481,28 +482,14 @@ fn v4_mapped_on_v6only_socket_keeps_the_kernel_error() {
     let old = free_port("127.0.0.1").to_string();
     let new = free_port("127.0.0.1").to_string();
     let plain = run(fixture(&["mapped6only", &old]));
-    let moved = run(preloaded(
-        &["mapped6only", &old],
-        &[("REBIND_OLD_PORT", &old), ("REBIND_NEW_PORT", &new)],
-    ));
+    let moved = run(moving(&["mapped6only", &old], &old, &new));
     assert_eq!(plain.stdout, [errno_line(libc::EINVAL)], "{plain}");
     assert_eq!(moved.stdout, plain.stdout, "{moved}");
 }
 
 #[test]
 fn moved_address_accepts_connections() {
-    let old = free_port("127.0.0.1").to_string();
-    let new = free_port("127.0.0.1");
-    let new_text = new.to_string();
-    let mut server = Proc::spawn(preloaded(
-        &["v4", &old, "listen"],
-        &[("REBIND_OLD_PORT", &old), ("REBIND_NEW_PORT", &new_text)],
-    ));
-    assert_eq!(server.line(), format!("bound 127.0.0.1:{new}"));
-    assert_eq!(server.line(), "listening");
-    assert_eq!(fetch(SocketAddr::from(([127, 0, 0, 1], new)), b""), "x");
-    let out = server.finish();
-    assert!(out.status.success(), "{out}");
+    assert_moved_and_serving("v4", "127.0.0.1", "127.0.0.1", std::net::Ipv4Addr::LOCALHOST.into());
 }
 
 #[test]
@@ -543,10 +530,7 @@ fn report_line_matches_the_kernel_chosen_port() {
     let old = free_port("127.0.0.1");
     let old_text = old.to_string();
     let (read, write) = pipe();
-    let mut cmd = preloaded(
-        &["v4", &old_text],
-        &[("REBIND_OLD_PORT", &old_text), ("REBIND_NEW_PORT", "0")],
-    );
+    let mut cmd = moving(&["v4", &old_text], &old_text, "0");
     pass_report_fd(&mut cmd, &write);
     let out = run(cmd);
     drop(write);
@@ -571,13 +555,10 @@ fn state_fd_shares_the_chosen_port_across_exec() {
     let state = unsafe { OwnedFd::from_raw_fd(raw) };
     let server = server_bin().to_str().expect("fixture path");
     let script = format!("{server} v4 {old} && {server} v4 {old}");
-    let mut cmd = Command::new("sh");
-    cmd.args(["-c", &script]);
-    for var in REBIND_VARS {
-        cmd.env_remove(var);
-    }
-    cmd.env("LD_PRELOAD", lib());
-    cmd.envs([("REBIND_OLD_PORT", old.as_str()), ("REBIND_NEW_PORT", "0")]);
+    let mut cmd = with_library(
+        clean("sh", &["-c", &script]),
+        &[("REBIND_OLD_PORT", &old), ("REBIND_NEW_PORT", "0")],
+    );
     pass_fd(&mut cmd, "REBIND_STATE_FD", &state);
     let out = run(cmd);
     assert!(out.status.success(), "{out}");
@@ -601,7 +582,7 @@ fn report_line_for_ipv6() {
     }
     let old = free_port("::1").to_string();
     let (read, write) = pipe();
-    let mut cmd = preloaded(&["v6", &old], &[("REBIND_OLD_PORT", &old), ("REBIND_NEW_PORT", "0")]);
+    let mut cmd = moving(&["v6", &old], &old, "0");
     pass_report_fd(&mut cmd, &write);
     let out = run(cmd);
     drop(write);
@@ -620,7 +601,7 @@ fn both_families_share_the_kernel_chosen_port() {
     }
     let old = free_port("127.0.0.1").to_string();
     let (read, write) = pipe();
-    let mut cmd = preloaded(&["both", &old], &[("REBIND_OLD_PORT", &old), ("REBIND_NEW_PORT", "0")]);
+    let mut cmd = moving(&["both", &old], &old, "0");
     pass_report_fd(&mut cmd, &write);
     let out = run(cmd);
     drop(write);
@@ -644,7 +625,7 @@ fn unusable_report_fd_still_moves_and_warns_once() {
     let dir = TempDir::new("report-file");
     let file = fs::File::create(dir.path().join("report")).expect("create file");
     for fd in ["987", "file"] {
-        let mut cmd = preloaded(&["both", &old], &[("REBIND_OLD_PORT", &old), ("REBIND_NEW_PORT", &new)]);
+        let mut cmd = moving(&["both", &old], &old, &new);
         if fd == "file" {
             pass_report_fd(&mut cmd, &file);
         } else {
@@ -672,10 +653,7 @@ fn other_port_is_untouched() {
     let old = free_port("127.0.0.1").to_string();
     let new = free_port("127.0.0.1").to_string();
     let other = free_port("127.0.0.2").to_string();
-    let out = run(preloaded(
-        &["v4", &other, "addr=127.0.0.2"],
-        &[("REBIND_OLD_PORT", &old), ("REBIND_NEW_PORT", &new)],
-    ));
+    let out = run(moving(&["v4", &other, "addr=127.0.0.2"], &old, &new));
     assert_eq!(out.stdout, [format!("bound 127.0.0.2:{other}")], "{out}");
 }
 
@@ -686,10 +664,7 @@ fn unix_socket_is_untouched() {
     let path_text = path.to_str().expect("utf-8 temp path");
     let old = free_port("127.0.0.1").to_string();
     let new = free_port("127.0.0.1").to_string();
-    let out = run(preloaded(
-        &["unix", path_text],
-        &[("REBIND_OLD_PORT", &old), ("REBIND_NEW_PORT", &new)],
-    ));
+    let out = run(moving(&["unix", path_text], &old, &new));
     assert_eq!(out.stdout, [format!("bound unix:{path_text}")], "{out}");
 }
 
@@ -699,10 +674,7 @@ fn eaddrinuse_on_the_new_port_reaches_the_program() {
     let blocker = TcpListener::bind("127.0.0.1:0").expect("bind blocker");
     let new = blocker.local_addr().expect("blocker address").port().to_string();
     let old = free_port("127.0.0.1").to_string();
-    let out = run(preloaded(
-        &["v4", &old],
-        &[("REBIND_OLD_PORT", &old), ("REBIND_NEW_PORT", &new)],
-    ));
+    let out = run(moving(&["v4", &old], &old, &new));
     assert_eq!(out.stdout, [errno_line(libc::EADDRINUSE)], "{out}");
     assert_eq!(out.status.code(), Some(1), "{out}");
     drop(blocker);
@@ -712,10 +684,7 @@ fn eaddrinuse_on_the_new_port_reaches_the_program() {
 fn second_bind_of_the_same_port_gets_eaddrinuse() {
     let old = free_port("127.0.0.1").to_string();
     let new = free_port("127.0.0.1").to_string();
-    let out = run(preloaded(
-        &["twice", &old],
-        &[("REBIND_OLD_PORT", &old), ("REBIND_NEW_PORT", &new)],
-    ));
+    let out = run(moving(&["twice", &old], &old, &new));
     assert_eq!(
         out.stdout,
         [format!("bound 127.0.0.1:{new}"), errno_line(libc::EADDRINUSE)],
@@ -731,10 +700,7 @@ fn short_addrlen_and_null_address_pass_through() {
     let new = free_port("127.0.0.1").to_string();
     for mode in ["short", "null"] {
         let plain = run(fixture(&[mode, &old]));
-        let moved = run(preloaded(
-            &[mode, &old],
-            &[("REBIND_OLD_PORT", &old), ("REBIND_NEW_PORT", &new)],
-        ));
+        let moved = run(moving(&[mode, &old], &old, &new));
         assert_eq!(plain.stdout, [errno_line(libc::EINVAL)], "{plain}");
         assert_eq!(moved.stdout, plain.stdout, "{moved}");
     }
