@@ -117,7 +117,7 @@ pub struct Cli {
     #[arg(long, value_name = "DIR")]
     pub web: Option<PathBuf>,
 
-    /// Run the auth plugin for static files too (not supported yet)
+    /// Put the static files behind --auth-plugin too
     #[arg(long)]
     pub web_auth: bool,
 
@@ -145,27 +145,36 @@ pub struct Cli {
     #[arg(long, hide = true)]
     pub libserver: bool,
 
-    /// Deprecated websockify alias of --token-plugin TokenFile --token-source FILE (not supported yet)
+    /// Deprecated websockify alias of --token-plugin TokenFile --token-source FILE
     #[arg(long, value_name = "FILE")]
     pub target_config: Option<String>,
 
-    /// Token plugin (not supported yet)
+    /// Token plugin naming each request's target: ReadOnlyTokenFile, TokenFile, TokenFileName,
+    /// BaseTokenAPI, JSONTokenApi, JWTTokenApi, TokenRedis, UnixDomainSocketDirectory (or
+    /// websockify's dotted websockify.token_plugins.NAME); no target address is needed then
     #[arg(long, value_name = "CLASS")]
     pub token_plugin: Option<String>,
 
-    /// Token plugin argument (not supported yet)
+    /// The token plugin's source: a file or directory, a URL with %s, a key file, or
+    /// host[:port[:db[:password[:namespace]]]] for TokenRedis
     #[arg(long, value_name = "ARG")]
     pub token_source: Option<String>,
 
-    /// Take the token from the Host header (not supported yet)
+    /// Take the token from the Host header (without its port) instead of ?token=
     #[arg(long)]
     pub host_token: bool,
 
-    /// Authentication plugin (not supported yet)
+    /// Seconds a token source (token API, Redis) has to answer before the client gets 503
+    #[arg(long, value_name = "SECONDS", default_value_t = 5)]
+    pub token_timeout: u64,
+
+    /// Authentication plugin: BasicHTTPAuth, ExpectOrigin, ClientCertCNAuth (or
+    /// websockify.auth_plugins.NAME)
     #[arg(long, value_name = "CLASS")]
     pub auth_plugin: Option<String>,
 
-    /// Authentication plugin argument (not supported yet)
+    /// The auth plugin's source: user:password or @HTPASSWD_FILE (bcrypt), allowed origins, or
+    /// allowed client-certificate common names (space-separated)
     #[arg(long, value_name = "ARG")]
     pub auth_source: Option<String>,
 

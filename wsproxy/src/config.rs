@@ -6,8 +6,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::auth::Auth;
 use crate::cli::{Cli, SslVersion, WrapMode};
 use crate::relay;
+use crate::route::{Plugin, Route, TokenFrom, TokenRoute};
 use crate::tls::{self, MinTlsVersion, ServerTls};
 use crate::web::StaticFiles;
 
@@ -72,7 +74,12 @@ pub struct Logging {
 
 pub struct Config {
     pub listen: Listen,
-    pub target: Target,
+    /// Where each request goes: the one target, or the target its token names.
+    pub route: Route,
+    /// `--auth-plugin`: checked after the route resolved.
+    pub auth: Option<Auth>,
+    /// `--web-auth`: the static files are behind `auth` too.
+    pub web_auth: bool,
     pub wrap: Option<Wrap>,
     pub tls: Option<Arc<rustls::ServerConfig>>,
     pub ssl_only: bool,
@@ -97,7 +104,8 @@ impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Config")
             .field("listen", &self.listen)
-            .field("target", &self.target)
+            .field("route", &self.route.to_string())
+            .field("auth", &self.auth.is_some())
             .field("wrap", &self.wrap)
             .field("tls", &self.tls.is_some())
             .field("ssl_only", &self.ssl_only)
@@ -108,37 +116,73 @@ impl std::fmt::Debug for Config {
     }
 }
 
-/// Options that belong to later work: accepted by the parser so scripts get a clear message.
-fn refuse_unsupported(cli: &Cli) -> Result<(), String> {
-    let unsupported = [
-        (
-            cli.token_plugin.is_some() || cli.target_config.is_some(),
-            "--token-plugin/--target-config",
-        ),
-        (cli.token_source.is_some(), "--token-source"),
-        (cli.host_token, "--host-token"),
-        (
-            cli.auth_plugin.is_some() || cli.auth_source.is_some(),
-            "--auth-plugin/--auth-source",
-        ),
-        (cli.web_auth, "--web-auth"),
-    ];
-    match unsupported.iter().find(|(used, _)| *used) {
-        Some((_, what)) => Err(format!(
-            "{what} is not supported yet by wsproxy; run websockify for it meanwhile"
-        )),
-        None => Ok(()),
+/// `--token-plugin`/`--target-config`, `--auth-plugin` and their sources, checked together.
+fn plugins(cli: &Cli) -> Result<(Option<Route>, Option<Auth>), String> {
+    let token = match (&cli.target_config, &cli.token_plugin, &cli.token_source) {
+        (Some(_), Some(_), _) => {
+            return Err("--target-config is the old spelling of --token-plugin TokenFile: give one of them".into());
+        }
+        (Some(file), None, None) => Some((Plugin::TokenFile, file.clone())),
+        (Some(_), None, Some(_)) => return Err("--token-source goes with --token-plugin, not --target-config".into()),
+        (None, Some(class), Some(source)) => Some((Plugin::from_class(class)?, source.clone())),
+        (None, Some(class), None) => {
+            return Err(format!("--token-plugin {class} needs --token-source ARG"));
+        }
+        (None, None, Some(_)) => return Err("--token-source needs --token-plugin CLASS".into()),
+        (None, None, None) => None,
+    };
+    if cli.host_token && token.is_none() {
+        return Err("--host-token needs --token-plugin CLASS --token-source ARG".into());
     }
+    if cli.token_timeout == 0 {
+        return Err("--token-timeout must be at least 1 second".into());
+    }
+    let timeout = Duration::from_secs(cli.token_timeout);
+    let route = match token {
+        Some((plugin, source)) => Some(Route::Tokens(TokenRoute {
+            from: if cli.host_token {
+                TokenFrom::Host
+            } else {
+                TokenFrom::Query
+            },
+            plugin,
+            lookup: plugin.open(&source, timeout)?,
+            source,
+            timeout,
+        })),
+        None => None,
+    };
+    let auth = match (&cli.auth_plugin, &cli.auth_source) {
+        (Some(class), Some(source)) => Some(Auth::open(class, source)?),
+        (Some(class), None) => return Err(format!("--auth-plugin {class} needs --auth-source ARG")),
+        (None, Some(_)) => return Err("--auth-source needs --auth-plugin CLASS".into()),
+        (None, None) => None,
+    };
+    if auth.as_ref().is_some_and(Auth::needs_client_cert) && !cli.verify_client {
+        return Err(
+            "ClientCertCNAuth needs --verify-client (and --cert, --cafile): it reads client certificates".into(),
+        );
+    }
+    if cli.web_auth && (auth.is_none() || cli.web.is_none()) {
+        return Err("--web-auth needs --auth-plugin and --web DIR: it puts the files behind the same auth".into());
+    }
+    Ok((route, auth))
 }
 
 impl TryFrom<Cli> for Config {
     type Error = String;
 
     fn try_from(cli: Cli) -> Result<Self, String> {
-        refuse_unsupported(&cli)?;
+        let (tokens, auth) = plugins(&cli)?;
         let takes_listen = cli.unix_listen.is_none() && !cli.inetd;
         let wrapping = !cli.wrap_command.is_empty();
-        let takes_target = cli.unix_target.is_none() && !wrapping;
+        if tokens.is_some() && (wrapping || cli.unix_target.is_some()) {
+            return Err(
+                "--token-plugin names the targets: it cannot be combined with --unix-target or a wrapped command"
+                    .into(),
+            );
+        }
+        let takes_target = cli.unix_target.is_none() && !wrapping && tokens.is_none();
         let wanted = usize::from(takes_listen) + usize::from(takes_target);
         let mut args = cli.positional.iter();
         let listen_arg = if takes_listen { args.next() } else { None };
@@ -168,15 +212,19 @@ impl TryFrom<Cli> for Config {
         } else {
             None
         };
-        let target = match (&cli.unix_target, target_arg, &wrap) {
-            (_, _, Some(wrap)) => Target::Wrapped { port: wrap.port },
-            (Some(path), _, None) => Target::Unix(absolute(path)?),
-            (None, Some(arg), None) => parse_target(arg)?,
-            (None, None, None) => {
-                return Err("missing the target: give target_addr:target_port or --unix-target FILE".into());
+        let route = match (tokens, &cli.unix_target, target_arg, &wrap) {
+            (Some(tokens), ..) => tokens,
+            (None, _, _, Some(wrap)) => Route::Static(Target::Wrapped { port: wrap.port }),
+            (None, Some(path), _, None) => Route::Static(Target::Unix(absolute(path)?)),
+            (None, None, Some(arg), None) => Route::Static(parse_target(arg)?),
+            (None, None, None, None) => {
+                return Err(
+                    "missing the target: give target_addr:target_port, --unix-target FILE or --token-plugin CLASS"
+                        .into(),
+                );
             }
         };
-        if cli.ssl_target && !matches!(target, Target::Tcp { .. }) {
+        if cli.ssl_target && matches!(route, Route::Static(Target::Unix(_) | Target::Wrapped { .. })) {
             return Err("--ssl-target needs a TCP target (host:port), not --unix-target or a wrapped command".into());
         }
 
@@ -233,7 +281,9 @@ impl TryFrom<Cli> for Config {
         let seconds = |n: u64| (n > 0).then(|| Duration::from_secs(n));
         Ok(Config {
             listen,
-            target,
+            route,
+            auth,
+            web_auth: cli.web_auth,
             wrap,
             tls,
             ssl_only: cli.ssl_only,
@@ -421,7 +471,7 @@ mod tests {
         let c = config(&["6080", "localhost:5901"]).unwrap();
         assert_eq!(c.listen, Listen::Tcp("0.0.0.0:6080".parse().unwrap()));
         let c = config(&["--unix-target", "/tmp/x.sock", "127.0.0.1:6080"]).unwrap();
-        assert!(matches!(c.target, Target::Unix(_)));
+        assert!(matches!(c.route, Route::Static(Target::Unix(_))));
         let c = config(&[
             "--unix-listen",
             "/tmp/ws.sock",
@@ -441,13 +491,64 @@ mod tests {
     }
 
     #[test]
-    fn later_features_are_refused_clearly() {
-        for args in [
-            &["--token-plugin", "TokenFile", "6080"][..],
-            &["--host-token", "6080", "h:1"],
+    fn token_and_auth_plugins_are_checked_together() {
+        let dir = std::env::temp_dir().join(format!("wsproxy-config-tokens-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("tokens");
+        std::fs::write(&file, "a: h:1\n").unwrap();
+        let file = file.to_str().unwrap();
+        let c = config(&["--token-plugin", "TokenFile", "--token-source", file, "6080"]).unwrap();
+        assert!(matches!(c.route, Route::Tokens(_)));
+        let c = config(&["--target-config", file, "--host-token", "6080"]).unwrap();
+        assert!(matches!(&c.route, Route::Tokens(t) if t.from == TokenFrom::Host));
+        for (args, needle) in [
+            (
+                &["--token-plugin", "Nope", "--token-source", "x", "6080"][..],
+                "unknown --token-plugin",
+            ),
+            (&["--token-plugin", "TokenFile", "6080"], "needs --token-source"),
+            (&["--token-source", file, "6080", "h:1"], "needs --token-plugin"),
+            (&["--host-token", "6080", "h:1"], "--host-token needs"),
+            (&["--target-config", file, "6080", "h:1"], "too many"),
+            (
+                &[
+                    "--token-plugin",
+                    "TokenFile",
+                    "--token-source",
+                    "/nonexistent/t",
+                    "6080",
+                ],
+                "/nonexistent/t",
+            ),
+            (
+                &["--target-config", file, "--unix-target", "/tmp/x", "6080"],
+                "cannot be combined",
+            ),
+            (
+                &["--auth-plugin", "BasicHTTPAuth", "6080", "h:1"],
+                "needs --auth-source",
+            ),
+            (
+                &["--auth-plugin", "Foo", "--auth-source", "x", "6080", "h:1"],
+                "unknown --auth-plugin",
+            ),
+            (
+                &[
+                    "--auth-plugin",
+                    "ClientCertCNAuth",
+                    "--auth-source",
+                    "cn",
+                    "6080",
+                    "h:1",
+                ],
+                "--verify-client",
+            ),
+            (&["--web-auth", "6080", "h:1"], "--web-auth needs"),
         ] {
-            assert!(config(args).unwrap_err().contains("not supported yet"), "{args:?}");
+            let err = config(args).err().unwrap_or_else(|| panic!("{args:?} was accepted"));
+            assert!(err.contains(needle), "{args:?}: {err}");
         }
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

@@ -20,16 +20,21 @@
 //! - `logging`: stderr, `--log-file` and `--syslog` sinks.
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod buffer;
 pub mod cli;
 pub mod config;
 pub mod frame;
+pub mod gate;
 pub mod handshake;
 pub mod leftovers;
 pub mod listener;
 pub mod logging;
 pub mod preload;
+pub mod reject;
 pub mod relay;
+pub mod reloading;
+pub mod route;
 pub mod server;
 pub mod session;
 pub mod supervisor;

@@ -35,7 +35,7 @@ fn main() -> ExitCode {
     eprintln!(
         "wsproxy: listening on {}, relaying to {}",
         bound.describe(),
-        config.target
+        config.route
     );
     if config.daemon
         && let Err(e) = nix::unistd::daemon(false, false)

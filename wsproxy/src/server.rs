@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, info, info_span, warn};
 
+use crate::auth::throttle::Throttle;
 use crate::config::Config;
 use crate::listener::{Bound, Listener};
 use crate::session;
@@ -43,6 +44,8 @@ pub struct Shared {
     pub cancel: CancellationToken,
     /// Wrap mode: the wrapped command's latest loopback address, published by the supervisor.
     pub wrapped: Option<WrappedAddr>,
+    /// Addresses that keep presenting unknown tokens or failing auth.
+    pub throttle: Throttle,
     activity: watch::Sender<Activity>,
 }
 
@@ -86,6 +89,7 @@ pub async fn run(
         config,
         cancel: CancellationToken::new(),
         wrapped,
+        throttle: Throttle::default(),
         activity,
     });
     let permits = Arc::new(Semaphore::new(max));

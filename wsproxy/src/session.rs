@@ -19,14 +19,16 @@ use tokio_rustls::server::TlsStream;
 use tokio_util::either::Either;
 use tracing::{debug, info, warn};
 
+use crate::auth::Peer;
 use crate::frame::{ControlFrame, close};
-use crate::handshake;
 use crate::listener::Plain;
 use crate::relay::Relay;
+use crate::route::Resolved;
 use crate::server::Shared;
 use crate::tap::Tap;
 use crate::target;
 use crate::web::{Body, text_response};
+use crate::{gate, handshake};
 
 /// A client connection after TLS detection.
 pub type ClientStream = Either<Plain, Box<TlsStream<Plain>>>;
@@ -44,11 +46,12 @@ pub async fn serve(shared: Arc<Shared>, stream: Plain, id: u64, _permit: OwnedSe
         Err(_) => return debug!("no TLS or HTTP request within {limit:?}; closed"),
     };
 
-    let upgrade: Arc<Mutex<Option<OnUpgrade>>> = Arc::default();
+    let peer = Arc::new(peer_of(&shared, &client));
+    let upgrade: Arc<Mutex<Option<Upgrade>>> = Arc::default();
     let service = service_fn({
         let shared = shared.clone();
         let upgrade = upgrade.clone();
-        move |req| respond(shared.clone(), upgrade.clone(), req)
+        move |req| respond(shared.clone(), peer.clone(), upgrade.clone(), req)
     });
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -63,7 +66,9 @@ pub async fn serve(shared: Arc<Shared>, stream: Plain, id: u64, _permit: OwnedSe
     }
 
     let pending = upgrade.lock().ok().and_then(|mut slot| slot.take());
-    let Some(pending) = pending else { return };
+    let Some(Upgrade { pending, resolved }) = pending else {
+        return;
+    };
     let upgraded = match pending.await {
         Ok(upgraded) => upgraded,
         Err(e) => return debug!("upgrade failed: {e}"),
@@ -74,7 +79,7 @@ pub async fn serve(shared: Arc<Shared>, stream: Plain, id: u64, _permit: OwnedSe
             // idle session holds 8 KiB more (measured by `wsproxy-bench idle`: 7.15 → 3.09 KiB per session).
             let early = parts.read_buf.to_vec();
             drop(parts.read_buf);
-            relay(&shared, parts.io.into_inner(), &early, id).await
+            relay(&shared, parts.io.into_inner(), &early, id, &resolved).await
         }
         Err(_) => warn!("internal error: upgraded connection has an unexpected type"),
     }
@@ -133,21 +138,68 @@ async fn peek_unix(stream: &UnixStream) -> io::Result<Option<u8>> {
     }
 }
 
+/// An accepted upgrade: the connection hyper hands over, and where it goes.
+struct Upgrade {
+    pending: OnUpgrade,
+    resolved: Resolved,
+}
+
+/// Who is connecting, for the auth step: the address, and a verified client certificate's name.
+fn peer_of(shared: &Shared, client: &ClientStream) -> Peer {
+    let ip = match client {
+        Either::Left(plain) => tcp_ip(plain),
+        Either::Right(tls) => tcp_ip(tls.get_ref().0),
+    };
+    let cert_cn = match client {
+        Either::Right(tls) if shared.config.auth.as_ref().is_some_and(|a| a.needs_client_cert()) => tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .and_then(crate::auth::common_name),
+        _ => None,
+    };
+    Peer { ip, cert_cn }
+}
+
+fn tcp_ip(plain: &Plain) -> Option<std::net::IpAddr> {
+    match plain {
+        Either::Left(tcp) => tcp.peer_addr().ok().map(|a| a.ip().to_canonical()),
+        Either::Right(_) => None,
+    }
+}
+
 /// Answers one HTTP request: the WebSocket upgrade, a static file, or 405.
 async fn respond(
     shared: Arc<Shared>,
-    upgrade: Arc<Mutex<Option<OnUpgrade>>>,
+    peer: Arc<Peer>,
+    upgrade: Arc<Mutex<Option<Upgrade>>>,
     mut req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let response = if handshake::is_upgrade(req.method(), req.headers()) {
         let response = handshake::accept(req.headers());
-        if response.status() == StatusCode::SWITCHING_PROTOCOLS
-            && let Ok(mut slot) = upgrade.lock()
-        {
-            *slot = Some(hyper::upgrade::on(&mut req));
+        if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+            response
+        } else {
+            match gate::admit_upgrade(&shared, &peer, req.uri(), req.headers()).await {
+                Ok(resolved) => {
+                    if let Ok(mut slot) = upgrade.lock() {
+                        *slot = Some(Upgrade {
+                            pending: hyper::upgrade::on(&mut req),
+                            resolved,
+                        });
+                    }
+                    response
+                }
+                Err(reject) => reject.into_response(),
+            }
         }
-        response
     } else if let Some(web) = &shared.config.web {
+        if let Err(reject) = gate::admit_file(&shared, &peer, req.headers()).await {
+            let response = reject.into_response();
+            debug!("{} {} {}", req.method(), req.uri(), response.status().as_u16());
+            return Ok(response);
+        }
         let (parts, _body) = req.into_parts();
         let response = web.respond(&parts).await;
         debug!("{} {} {}", parts.method, parts.uri, response.status().as_u16());
@@ -163,14 +215,18 @@ async fn respond(
 }
 
 /// The WebSocket session: connect to the target, relay, log one line at open and one at close.
-async fn relay(shared: &Shared, mut client: ClientStream, early: &[u8], id: u64) {
+async fn relay(shared: &Shared, mut client: ClientStream, early: &[u8], id: u64, resolved: &Resolved) {
     let config = &shared.config;
     shared.session_opened();
     let started = Instant::now();
-    let target = match target::connect(&config.target, config.target_tls.as_ref(), shared.wrapped.as_ref()).await {
+    let named = match &resolved.token {
+        Some(label) => format!("{} ({label})", resolved.target),
+        None => resolved.target.to_string(),
+    };
+    let target = match target::connect(&resolved.target, config.target_tls.as_ref(), shared.wrapped.as_ref()).await {
         Ok(target) => target,
         Err(e) => {
-            warn!("cannot connect to target {}: {e}", config.target);
+            warn!("cannot connect to target {named}: {e}");
             // As websockify: the handshake already succeeded, so the failure is a close frame.
             refuse(
                 &mut client,
@@ -183,7 +239,7 @@ async fn relay(shared: &Shared, mut client: ClientStream, early: &[u8], id: u64)
             return;
         }
     };
-    info!("open: relaying to {}", config.target);
+    info!("open: relaying to {named}");
     let tap = Tap::new(config.record.as_deref(), id, config.traffic).unwrap_or_else(|e| {
         warn!("cannot record this session: {e}");
         None

@@ -1,0 +1,56 @@
+//! Between the HTTP request and the target: throttle → resolve (which target) → auth (may this
+//! client use it). Every refusal is an HTTP answer; failures that look like guessing count
+//! towards the address's limit.
+
+use http::header::{HeaderValue, RETRY_AFTER};
+use http::{HeaderMap, StatusCode, Uri};
+
+use crate::auth::Peer;
+use crate::reject::Reject;
+use crate::route::Resolved;
+use crate::server::Shared;
+
+/// A WebSocket upgrade request: its target, or the answer that refuses it.
+pub async fn admit_upgrade(shared: &Shared, peer: &Peer, uri: &Uri, headers: &HeaderMap) -> Result<Resolved, Reject> {
+    throttled(shared, peer)?;
+    let resolved = shared.config.route.resolve(uri, headers).await;
+    let checked = match resolved {
+        Ok(resolved) => match &shared.config.auth {
+            Some(auth) => auth.check(headers, peer).await.map(|()| resolved),
+            None => Ok(resolved),
+        },
+        Err(reject) => Err(reject),
+    };
+    count(shared, peer, checked)
+}
+
+/// A static-file request under `--web-auth`.
+pub async fn admit_file(shared: &Shared, peer: &Peer, headers: &HeaderMap) -> Result<(), Reject> {
+    let Some(auth) = shared.config.auth.as_ref().filter(|_| shared.config.web_auth) else {
+        return Ok(());
+    };
+    throttled(shared, peer)?;
+    let checked = auth.check(headers, peer).await;
+    count(shared, peer, checked)
+}
+
+fn throttled(shared: &Shared, peer: &Peer) -> Result<(), Reject> {
+    let Some(left) = peer.ip.and_then(|ip| shared.throttle.blocked(ip)) else {
+        return Ok(());
+    };
+    let seconds = left.as_secs().max(1);
+    Err(Reject::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        &format!("Too many unknown tokens or failed logins from this address; try again in {seconds} s"),
+    )
+    .with_header(RETRY_AFTER, HeaderValue::from(seconds)))
+}
+
+fn count<T>(shared: &Shared, peer: &Peer, result: Result<T, Reject>) -> Result<T, Reject> {
+    if let (Err(reject), Some(ip)) = (&result, peer.ip)
+        && reject.guessing
+    {
+        shared.throttle.failed(ip);
+    }
+    result
+}
