@@ -4,10 +4,11 @@ CARGO ?= cargo
 PREFIX ?= /usr/local
 # COMMAND:PACKAGE (or :PACKAGE) pairs for scripts/need-apt, which installs what is missing: what the
 # cargo tests run (the C fixture, python3 -m http.server, openssl for certificates, netkit in.telnetd,
-# which listens by itself with -debug, and vncserver, whose Xvnc needs the fixed font). The browser
+# which listens by itself with -debug, vncserver, whose Xvnc needs the fixed font, and redis-server for
+# the TokenRedis tests, started by the tests themselves on loopback ports). The browser
 # tests install their own list (tests/browser/run), as scripts/demo does.
 DEPS := cc:gcc nm:binutils python3:python3 openssl:openssl \
-	in.telnetd:telnetd-ssl vncserver:tigervnc-standalone-server :xfonts-base
+	in.telnetd:telnetd-ssl vncserver:tigervnc-standalone-server :xfonts-base redis-server:redis-server
 
 .PHONY: all build web test deps fmt-check clippy unit-and-e2e browser-test bench install demo clean
 

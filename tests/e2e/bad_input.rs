@@ -192,7 +192,46 @@ fn startup_errors_are_one_line_with_exit_64() {
         (&["70000", "localhost:5901"], "listen port"),
         (&["6080", "localhost"], "HOST:PORT"),
         (&["--ssl-only", "6080", "localhost:5901"], "--cert"),
-        (&["--token-plugin", "TokenFile", "6080"], "not supported yet"),
+        (&["--token-plugin", "TokenFile", "6080"], "needs --token-source"),
+        (
+            &["--token-plugin", "my.plugins.Custom", "--token-source", "x", "6080"],
+            "unknown --token-plugin",
+        ),
+        (
+            &[
+                "--token-plugin",
+                "TokenFile",
+                "--token-source",
+                "/nonexistent/tokens",
+                "6080",
+            ],
+            "/nonexistent/tokens",
+        ),
+        (
+            &["--token-plugin", "TokenRedis", "--token-source", "h:notaport", "6080"],
+            "TokenRedis",
+        ),
+        (
+            &[
+                "--token-plugin",
+                "JWTTokenApi",
+                "--token-source",
+                "/nonexistent/key.pem",
+                "6080",
+            ],
+            "/nonexistent/key.pem",
+        ),
+        (
+            &[
+                "--auth-plugin",
+                "BasicHTTPAuth",
+                "--auth-source",
+                "nocolon",
+                "6080",
+                "h:1",
+            ],
+            "user:password",
+        ),
     ] {
         let mut proxy = Proxy::spawn(args);
         let status = proxy.wait_exit(WAIT);

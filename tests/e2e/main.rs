@@ -1,10 +1,12 @@
 //! End-to-end tests: the real `wsproxy` binary on ephemeral loopback ports, real sockets, real TLS.
 //! One test binary (ripgrep style) so it links once.
 
+mod auth;
 mod bad_input;
 mod http;
 mod lifecycle;
 mod real_servers;
 mod relay;
+mod tokens;
 mod util;
 mod wrap;

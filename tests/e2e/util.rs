@@ -314,7 +314,12 @@ async fn pattern_session<S>(
 
 /// A TCP echo target.
 pub async fn echo_target() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    echo_target_at("127.0.0.1:0").await
+}
+
+/// A TCP echo target on `addr` (`[::1]:0` for IPv6).
+pub async fn echo_target_at(addr: &str) -> SocketAddr {
+    let listener = TcpListener::bind(addr).await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {
@@ -420,16 +425,67 @@ impl Raw {
         }
     }
 
+    /// Connects from a chosen loopback address (to be another client for per-address limits).
+    pub async fn connect_from(addr: SocketAddr, from: std::net::IpAddr) -> Raw {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(SocketAddr::new(from, 0)).unwrap();
+        Raw {
+            stream: socket.connect(addr).await.unwrap(),
+            buf: Vec::new(),
+        }
+    }
+
     /// Sends an upgrade request and returns the response head; leftover bytes stay in `buf`.
     pub async fn upgrade(addr: SocketAddr, extra_headers: &str) -> (Raw, String) {
-        let mut raw = Raw::connect(addr).await;
+        Raw::upgrade_to(addr, "/websockify", extra_headers).await
+    }
+
+    /// Sends an upgrade request for `path` (with a query: `/websockify?token=...`).
+    pub async fn upgrade_to(addr: SocketAddr, path: &str, extra_headers: &str) -> (Raw, String) {
+        let raw = Raw::connect(addr).await;
+        raw.send_upgrade(path, &format!("Host: {addr}\r\n{extra_headers}"))
+            .await
+    }
+
+    /// Sends an upgrade request on this connection; `headers` must include Host if wanted.
+    pub async fn send_upgrade(mut self, path: &str, headers: &str) -> (Raw, String) {
         let request = format!(
-            "GET /websockify HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra_headers}\r\n"
+            "GET {path} HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{headers}\r\n"
         );
-        raw.stream.write_all(request.as_bytes()).await.unwrap();
-        let head = raw.read_head().await;
-        (raw, head)
+        self.stream.write_all(request.as_bytes()).await.unwrap();
+        let head = self.read_head().await;
+        (self, head)
+    }
+
+    /// Reads the body that follows `head` (by its Content-Length; the connection stays open).
+    pub async fn read_body(&mut self, head: &str) -> String {
+        let len: usize = header(head, "content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no Content-Length in {head:?}"));
+        while self.buf.len() < len {
+            let mut chunk = [0u8; 4096];
+            let n = tokio::time::timeout(WAIT, self.stream.read(&mut chunk))
+                .await
+                .expect("body timed out")
+                .unwrap();
+            assert!(n > 0, "connection closed inside the body");
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+        let body: Vec<u8> = self.buf.drain(..len).collect();
+        String::from_utf8_lossy(&body).into_owned()
+    }
+
+    /// Sends `payload` as a binary message and expects it back (an echo target behind the proxy).
+    pub async fn echo(&mut self, payload: &[u8]) {
+        self.send_frame(0x82, payload, true).await;
+        let mut got = Vec::new();
+        while got.len() < payload.len() {
+            let (first, data) = self.read_frame().await;
+            assert_eq!(first, 0x82, "expected a binary frame, got {first:#x} {data:?}");
+            got.extend_from_slice(&data);
+        }
+        assert_eq!(got, payload);
     }
 
     /// Reads an HTTP response head (up to the blank line).
@@ -550,6 +606,11 @@ pub async fn http_get(addr: SocketAddr, method: &str, path: &str, headers: &str)
     (status, head, body)
 }
 
+/// The status code of a response head.
+pub fn status(head: &str) -> u16 {
+    head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
+}
+
 /// Header value from a response head, case-insensitively.
 pub fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
     head.lines().skip(1).find_map(|line| {
@@ -587,4 +648,143 @@ pub fn tls_client(ca_der: &[u8]) -> Arc<rustls::ClientConfig> {
             .with_root_certificates(roots)
             .with_no_client_auth(),
     )
+}
+
+/// A free loopback port at this instant (for servers that cannot report a port they bound, such as
+/// redis-server): callers retry with another one if the server then fails to bind it.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A real redis-server on a loopback port, in a temporary directory, without persistence; killed on
+/// drop. `stop` and `restart` (same port) are for outage tests.
+pub struct Redis {
+    child: Option<Child>,
+    pub port: u16,
+    dir: TempDir,
+}
+
+impl Redis {
+    pub fn start() -> Redis {
+        let dir = TempDir::new("redis");
+        for _ in 0..5 {
+            let port = free_port();
+            if let Some(child) = Redis::spawn(port, &dir) {
+                return Redis {
+                    child: Some(child),
+                    port,
+                    dir,
+                };
+            }
+        }
+        panic!("redis-server did not start on any of 5 ports (is it installed? make deps installs it)");
+    }
+
+    /// Starts redis-server on `port` and waits (bounded) until it answers PING; `None` if it exits.
+    fn spawn(port: u16, dir: &TempDir) -> Option<Child> {
+        // The UNIX socket lies in our own directory: a PONG there is from this server, not from
+        // another test's redis-server that took the port first.
+        let socket = dir.path(&format!("redis-{port}.sock"));
+        let _ = std::fs::remove_file(&socket);
+        let mut child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .arg("--dir")
+            .arg(&dir.0)
+            .arg("--unixsocket")
+            .arg(&socket)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start redis-server");
+        let deadline = Instant::now() + WAIT;
+        while Instant::now() < deadline {
+            if child.try_wait().ok().flatten().is_some() {
+                return None;
+            }
+            let pong = std::os::unix::net::UnixStream::connect(&socket)
+                .and_then(|stream| {
+                    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+                    resp_command(stream, &["PING"])
+                })
+                .is_ok_and(|reply| reply == "+PONG");
+            if pong {
+                return Some(child);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port (a restart after `stop`).
+    pub fn restart(&mut self) {
+        self.stop();
+        let deadline = Instant::now() + WAIT;
+        while self.child.is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not come back on port {}",
+                self.port
+            );
+            self.child = Redis::spawn(self.port, &self.dir);
+        }
+    }
+
+    /// Runs one command; returns the first line of the reply.
+    pub fn command(&self, args: &[&str]) -> String {
+        redis_command(self.port, args).unwrap_or_else(|e| panic!("redis {args:?}: {e}"))
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// One RESP command over a fresh connection; the reply's first line (`+OK`, `:1`, `$-1`, ...).
+fn redis_command(port: u16, args: &[&str]) -> std::io::Result<String> {
+    let stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    resp_command(stream, args)
+}
+
+fn resp_command<S: std::io::Read + std::io::Write>(mut stream: S, args: &[&str]) -> std::io::Result<String> {
+    let mut request = format!("*{}\r\n", args.len());
+    for arg in args {
+        request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+    }
+    stream.write_all(request.as_bytes())?;
+    let mut reply = Vec::new();
+    let mut byte = [0u8; 1];
+    while !reply.ends_with(b"\r\n") {
+        if stream.read(&mut byte)? == 0 {
+            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "redis closed"));
+        }
+        reply.push(byte[0]);
+    }
+    reply.truncate(reply.len() - 2);
+    Ok(String::from_utf8_lossy(&reply).into_owned())
 }

@@ -50,6 +50,56 @@ pub fn init(config: &Logging) -> Result<(), String> {
         .map_err(|e| format!("cannot start logging: {e}"))
 }
 
+/// Runs `f` (reading the configuration) with its warnings kept, since logging can only start once
+/// the configuration says where logs go; `replay` then logs them where they belong. So a token
+/// file's syntax errors, found while checking it at start-up, reach the log like any other line.
+pub fn capture<T>(f: impl FnOnce() -> T) -> (T, Vec<String>) {
+    let kept = Kept::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(Level::WARN)
+        .with_writer(kept.clone())
+        .with_ansi(false)
+        .with_target(false)
+        .with_level(false)
+        .without_time()
+        .finish();
+    let value = tracing::subscriber::with_default(subscriber, f);
+    let lines = kept.0.lock().map(|lines| lines.clone()).unwrap_or_default();
+    (value, lines)
+}
+
+/// Logs what `capture` kept, as warnings.
+pub fn replay(lines: &[String]) {
+    for line in lines {
+        tracing::warn!("{line}");
+    }
+}
+
+#[derive(Clone, Default)]
+struct Kept(Arc<Mutex<Vec<String>>>);
+
+impl Write for Kept {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let text = String::from_utf8_lossy(buf);
+        if let Ok(mut lines) = self.0.lock() {
+            lines.extend(text.lines().map(|l| l.trim().to_owned()).filter(|l| !l.is_empty()));
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> MakeWriter<'a> for Kept {
+    type Writer = Kept;
+
+    fn make_writer(&'a self) -> Kept {
+        self.clone()
+    }
+}
+
 #[derive(Clone)]
 struct Sinks {
     stderr: bool,

@@ -24,7 +24,8 @@ fn main() -> ExitCode {
         }
     };
     raise_fd_limit();
-    let config = match Config::try_from(cli) {
+    let (config, warnings) = logging::capture(|| Config::try_from(cli));
+    let config = match config {
         Ok(config) => config,
         Err(msg) => return fail(&msg, EX_CONFIG),
     };
@@ -45,6 +46,7 @@ fn main() -> ExitCode {
     if let Err(msg) = logging::init(&config.logging) {
         return fail(&msg, EX_CONFIG);
     }
+    logging::replay(&warnings);
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => return fail(&format!("cannot start the runtime: {e}"), 1),

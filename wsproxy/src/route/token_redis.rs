@@ -3,9 +3,9 @@
 //! The source is websockify's `host[:port[:db[:password[:namespace]]]]`; a field may be
 //! double-quoted to hold colons (an IPv6 host, a password), an empty field takes the default
 //! (6379, 0, none, none). Unlike websockify, which opens a client per lookup, one multiplexed
-//! connection is kept and shared by every lookup; redis-rs's connection manager reconnects it in
-//! the background after Redis restarts. Until the first connection succeeds each lookup tries to
-//! make it (bounded by `--token-timeout`), so wsproxy may start before Redis does.
+//! connection is kept and shared by every lookup (redis-rs's connection manager). After a failed
+//! lookup the next one connects afresh, and until a connection succeeds each lookup tries to make
+//! it (bounded by `--token-timeout`): wsproxy may start before Redis, and Redis may restart.
 
 use std::time::Duration;
 
@@ -56,10 +56,11 @@ impl TokenRedis {
         })
     }
 
-    async fn connection(&self) -> Result<ConnectionManager, LookupError> {
+    /// The shared connection, and whether it was made just now.
+    async fn connection(&self) -> Result<(ConnectionManager, bool), LookupError> {
         let mut slot = self.manager.lock().await;
         if let Some(manager) = &*slot {
-            return Ok(manager.clone());
+            return Ok((manager.clone(), false));
         }
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(self.timeout))
@@ -69,7 +70,7 @@ impl TokenRedis {
             .await
             .map_err(|e| LookupError::Unavailable(format!("Redis: {e}")))?;
         *slot = Some(manager.clone());
-        Ok(manager)
+        Ok((manager, true))
     }
 
     async fn ask(&self, token: &str) -> Result<Target, LookupError> {
@@ -78,12 +79,21 @@ impl TokenRedis {
         } else {
             format!("{}:{token}", self.namespace)
         };
-        let mut connection = self.connection().await?;
-        let value: Option<String> = redis::cmd("GET")
-            .arg(&key)
-            .query_async(&mut connection)
-            .await
-            .map_err(|e| LookupError::Unavailable(format!("Redis: {e}")))?;
+        let value: Option<String> = loop {
+            let (mut connection, fresh) = self.connection().await?;
+            match redis::cmd("GET").arg(&key).query_async(&mut connection).await {
+                Ok(value) => break value,
+                Err(e) => {
+                    // The manager reconnects by itself only after some errors: drop it, and try
+                    // once more on a fresh connection if this one had been made before (Redis
+                    // restarted since), so the first lookup after a restart already works.
+                    *self.manager.lock().await = None;
+                    if fresh {
+                        return Err(LookupError::Unavailable(format!("Redis: {e}")));
+                    }
+                }
+            }
+        };
         let value = value.ok_or_else(LookupError::unknown)?;
         parse_value(&value).map_err(|why| {
             tracing::warn!("unusable Redis value for a token: {why}");
