@@ -7,6 +7,13 @@
 //! - `server`: the accept loop, connection limit, stop conditions and the drain on shutdown.
 //! - `session`: one connection: TLS detection, HTTP via hyper (upgrade, static files, 405).
 //! - `handshake`: the WebSocket upgrade rules (websockify's `binary` subprotocol rule, lenient).
+//! - `gate`: between the request and the target: throttle, then `route`, then `auth`.
+//! - `route/`: the resolve step: the static target, or the one a token names (`TokenSource`,
+//!   one module per websockify token plugin: files, file names, HTTP APIs, JWT, Redis, sockets).
+//! - `auth/`: websockify's auth plugins (Basic, Origin, client-certificate CN) and `throttle`,
+//!   the per-address limit on failures.
+//! - `reject`: a refused request's HTTP answer (status, one-line reason, extra header).
+//! - `reloading`: a value read from files and read again when they change (token files, keys).
 //! - `target`: connecting to the target (every resolved address, optional TLS, UNIX sockets, the
 //!   wrapped command's moved port).
 //! - `supervisor`: wrap mode (`-- CMD ARGS`): starts, watches, respawns and stops the command.
