@@ -252,14 +252,14 @@ async fn r3_real_vncserver_daemonizes_behind_ignore_mode() {
 
     let wsproxy_pid = proxy.pid();
     assert!(
-        !wsproxy::leftovers::marked(wsproxy_pid).is_empty(),
+        !wsproxy::wrap::leftovers::marked(wsproxy_pid).is_empty(),
         "no daemonized Xvnc found"
     );
     proxy.signal(Signal::SIGTERM);
     assert_eq!(proxy.wait_exit(WAIT).code(), Some(0), "{:#?}", proxy.lines());
     wait_group_gone(group.0);
     let deadline = Instant::now() + WAIT;
-    while !wsproxy::leftovers::marked(wsproxy_pid).is_empty() {
+    while !wsproxy::wrap::leftovers::marked(wsproxy_pid).is_empty() {
         assert!(Instant::now() < deadline, "the daemonized Xvnc outlived wsproxy");
         std::thread::sleep(Duration::from_millis(50));
     }

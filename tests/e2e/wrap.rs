@@ -58,7 +58,7 @@ impl Drop for Group {
         if !group_members(self.0).is_empty() {
             let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(self.0), Signal::SIGKILL);
         }
-        for pid in wsproxy::leftovers::marked(self.1) {
+        for pid in wsproxy::wrap::leftovers::marked(self.1) {
             let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
         }
     }

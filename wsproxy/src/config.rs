@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use crate::auth::Auth;
 use crate::cli::{Cli, SslVersion, WrapMode};
+use crate::http::web::StaticFiles;
 use crate::relay;
 use crate::route::{Plugin, Route, TokenFrom, TokenRoute};
 use crate::tls::{self, MinTlsVersion, ServerTls};
-use crate::web::StaticFiles;
 
 /// Where wsproxy accepts connections.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -339,7 +339,7 @@ fn wrap_config(cli: &Cli, listen: &Listen) -> Result<Wrap, String> {
         );
     }
     let exe = std::env::current_exe().map_err(|e| format!("cannot find the wsproxy executable: {e}"))?;
-    let lib = crate::preload::locate(&exe, std::env::var_os("WSPROXY_REBIND_LIB").as_deref(), Path::exists)?;
+    let lib = crate::wrap::preload::locate(&exe, std::env::var_os("WSPROXY_REBIND_LIB").as_deref(), Path::exists)?;
     Ok(Wrap {
         command: cli.wrap_command.clone(),
         mode: cli.wrap_mode.unwrap_or(WrapMode::Exit),

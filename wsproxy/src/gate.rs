@@ -6,7 +6,7 @@ use http::header::{HeaderValue, RETRY_AFTER};
 use http::{HeaderMap, StatusCode, Uri};
 
 use crate::auth::Peer;
-use crate::reject::Reject;
+use crate::http::reject::Reject;
 use crate::route::Resolved;
 use crate::server::Shared;
 

@@ -20,8 +20,8 @@ use tracing::{Instrument, info, info_span, warn};
 
 use crate::auth::throttle::Throttle;
 use crate::config::Config;
+use crate::http::session;
 use crate::listener::{Bound, Listener};
-use crate::session;
 use crate::target::WrappedAddr;
 
 const MIN_BACKOFF: Duration = Duration::from_millis(5);

@@ -13,7 +13,7 @@ use base64::Engine;
 use http::header::{AUTHORIZATION, HeaderValue, WWW_AUTHENTICATE};
 use http::{HeaderMap, StatusCode};
 
-use crate::reject::Reject;
+use crate::http::reject::Reject;
 use crate::reloading::Reloading;
 
 pub enum BasicAuth {

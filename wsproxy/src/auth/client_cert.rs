@@ -6,7 +6,7 @@ use http::StatusCode;
 use rustls::pki_types::CertificateDer;
 
 use super::Peer;
-use crate::reject::Reject;
+use crate::http::reject::Reject;
 
 pub struct CommonNames {
     names: Vec<String>,

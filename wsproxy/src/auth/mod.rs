@@ -17,7 +17,7 @@ use http::HeaderMap;
 
 pub use client_cert::common_name;
 
-use crate::reject::Reject;
+use crate::http::reject::Reject;
 
 /// What the auth step knows about the connection beyond the request's headers.
 #[derive(Debug, Clone, Default)]

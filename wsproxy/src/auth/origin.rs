@@ -4,7 +4,7 @@
 
 use http::{HeaderMap, StatusCode};
 
-use crate::reject::Reject;
+use crate::http::reject::Reject;
 
 pub struct ExpectOrigin {
     origins: Vec<String>,

@@ -25,7 +25,7 @@ use std::time::Duration;
 use http::{HeaderMap, StatusCode, Uri};
 
 use crate::config::{Target, parse_target};
-use crate::reject::Reject;
+use crate::http::reject::Reject;
 
 pub use token_file::parse_line;
 

@@ -7,7 +7,7 @@ use http::header::{
 };
 use http::{Method, Response, StatusCode};
 
-use crate::web::{Body, text_response};
+use crate::http::web::{Body, text_response};
 
 /// A request is a WebSocket upgrade when it is a GET with `Upgrade: websocket` (websockify does not
 /// look at `Connection`, and some proxies rewrite it).

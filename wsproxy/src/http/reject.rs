@@ -4,7 +4,7 @@
 use http::header::{HeaderName, HeaderValue};
 use http::{Response, StatusCode};
 
-use crate::web::{Body, text_response};
+use crate::http::web::{Body, text_response};
 
 #[derive(Debug, Clone)]
 pub struct Reject {

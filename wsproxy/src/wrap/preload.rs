@@ -63,7 +63,10 @@ pub fn child_env(lib: &Path, existing_preload: Option<&OsStr>, old_port: u16, fd
         ("REBIND_NEW_PORT".into(), "0".into()),
         ("REBIND_REPORT_FD".into(), fds.report.to_string().into()),
         ("REBIND_STATE_FD".into(), fds.state.to_string().into()),
-        (crate::leftovers::MARK_VAR.into(), crate::leftovers::mark_value().into()),
+        (
+            crate::wrap::leftovers::MARK_VAR.into(),
+            crate::wrap::leftovers::mark_value().into(),
+        ),
     ]
 }
 

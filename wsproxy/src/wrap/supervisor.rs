@@ -32,7 +32,7 @@ use tracing::{error, info, warn};
 
 use crate::cli::WrapMode;
 use crate::config::Wrap;
-use crate::{leftovers, preload};
+use crate::wrap::{leftovers, preload};
 
 /// A command that has not bound its port by then gets an error naming the likely causes.
 const BIND_WAIT: Duration = Duration::from_secs(5);

@@ -14,6 +14,10 @@
 //!   finishes the closing handshake, delivers everything already read, half-closes the target
 //!   (`shutdown(Write)`) and ends. Waiting for the peer's close reply is bounded by a timeout.
 
+pub mod buffer;
+pub mod frame;
+pub mod tap;
+
 use std::fmt;
 use std::future::Future;
 use std::io;
@@ -24,12 +28,12 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-use crate::buffer::Slot;
-use crate::frame::{
-    self, CloseFrame, ControlFrame, MAX_CONTROL_PAYLOAD, MAX_SERVER_HEADER, OP_BINARY, OP_CLOSE, OP_CONTINUATION,
-    OP_PING, OP_PONG, OP_TEXT, Violation, close,
+use buffer::Slot;
+use frame::{
+    CloseFrame, ControlFrame, MAX_CONTROL_PAYLOAD, MAX_SERVER_HEADER, OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_PING,
+    OP_PONG, OP_TEXT, Violation, close,
 };
-use crate::tap::Tap;
+use tap::Tap;
 
 /// Per-session limits and timers.
 #[derive(Debug, Clone, Copy)]

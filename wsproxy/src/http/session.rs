@@ -20,15 +20,16 @@ use tokio_util::either::Either;
 use tracing::{debug, info, warn};
 
 use crate::auth::Peer;
-use crate::frame::{ControlFrame, close};
+use crate::gate;
+use crate::http::handshake;
+use crate::http::web::{Body, text_response};
 use crate::listener::Plain;
 use crate::relay::Relay;
+use crate::relay::frame::{ControlFrame, close};
+use crate::relay::tap::Tap;
 use crate::route::Resolved;
 use crate::server::Shared;
-use crate::tap::Tap;
 use crate::target;
-use crate::web::{Body, text_response};
-use crate::{gate, handshake};
 
 /// A client connection after TLS detection.
 pub type ClientStream = Either<Plain, Box<TlsStream<Plain>>>;
