@@ -21,7 +21,13 @@ pub fn mark_value() -> String {
 /// Live processes whose environment carries the mark of the wsproxy with process id `wsproxy`
 /// (zombies have an empty environment and are skipped).
 pub fn marked(wsproxy: u32) -> Vec<Pid> {
-    let needle = format!("{MARK_VAR}={wsproxy}").into_bytes();
+    carrying(&format!("{MARK_VAR}={wsproxy}"))
+}
+
+/// Live processes whose environment holds the variable `needle` (`NAME=value`), such as an
+/// on-demand session's `WSPROXY_SESSION` mark.
+pub fn carrying(needle: &str) -> Vec<Pid> {
+    let needle = needle.as_bytes();
     let Ok(entries) = fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -30,7 +36,7 @@ pub fn marked(wsproxy: u32) -> Vec<Pid> {
         .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
         .filter(|&pid| {
             fs::read(format!("/proc/{pid}/environ"))
-                .is_ok_and(|environ| environ.split(|&b| b == 0).any(|var| var == needle.as_slice()))
+                .is_ok_and(|environ| environ.split(|&b| b == 0).any(|var| var == needle))
         })
         .map(Pid::from_raw)
         .collect()

@@ -4,4 +4,5 @@
 
 pub mod leftovers;
 pub mod preload;
+pub mod spawn;
 pub mod supervisor;

@@ -63,10 +63,6 @@ pub fn child_env(lib: &Path, existing_preload: Option<&OsStr>, old_port: u16, fd
         ("REBIND_NEW_PORT".into(), "0".into()),
         ("REBIND_REPORT_FD".into(), fds.report.to_string().into()),
         ("REBIND_STATE_FD".into(), fds.state.to_string().into()),
-        (
-            crate::wrap::leftovers::MARK_VAR.into(),
-            crate::wrap::leftovers::mark_value().into(),
-        ),
     ]
 }
 
@@ -131,10 +127,6 @@ mod tests {
                 ("REBIND_NEW_PORT".to_string(), OsString::from("0")),
                 ("REBIND_REPORT_FD".to_string(), OsString::from("7")),
                 ("REBIND_STATE_FD".to_string(), OsString::from("8")),
-                (
-                    "WSPROXY_WRAPPED".to_string(),
-                    OsString::from(std::process::id().to_string())
-                ),
             ]
         );
         let env = child_env(lib, None, 1, fds);

@@ -12,16 +12,12 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
 use std::sync::Arc;
 use std::time::Duration;
 
-use nix::fcntl::{FcntlArg, FdFlag, OFlag, fcntl};
-use nix::sys::memfd::{MFdFlags, memfd_create};
-use nix::sys::signal::{Signal, kill, killpg};
-use nix::unistd::{Pid, pipe2};
+use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::unix::pipe;
 use tokio::process::{Child, Command};
@@ -32,7 +28,7 @@ use tracing::{error, info, warn};
 
 use crate::cli::WrapMode;
 use crate::config::Wrap;
-use crate::wrap::{leftovers, preload};
+use crate::wrap::{leftovers, spawn};
 
 /// A command that has not bound its port by then gets an error naming the likely causes.
 const BIND_WAIT: Duration = Duration::from_secs(5);
@@ -217,35 +213,19 @@ fn mode_name(mode: WrapMode) -> &'static str {
     }
 }
 
-/// Starts the command with the report pipe's write end and the library's shared-port memfd inherited
-/// (cleared of `FD_CLOEXEC` only for the spawn, closed in wsproxy right after), and a task that reads
-/// the reports. Each start gets a fresh memfd, so a respawned command may get a new port.
+/// Starts the command through librebind.so (`spawn::rebound`) and a task that reads its reports.
 fn start(wrap: &Wrap, addr: &Arc<watch::Sender<Option<SocketAddr>>>) -> Result<Child, (u8, String)> {
-    let (read, write) = pipe2(OFlag::O_CLOEXEC).map_err(|e| (1, format!("cannot create the report pipe: {e}")))?;
-    let reader = pipe::Receiver::from_owned_fd(read).map_err(|e| (1, format!("cannot watch the report pipe: {e}")))?;
-    let state = memfd_create(c"rebind-state", MFdFlags::MFD_CLOEXEC)
-        .map_err(|e| (1, format!("cannot create the shared-port memfd: {e}")))?;
-    for fd in [&write, &state] {
-        fcntl(fd, FcntlArg::F_SETFD(FdFlag::empty()))
-            .map_err(|e| (1, format!("cannot pass a descriptor to the command: {e}")))?;
-    }
     let (program, args) = wrap
         .command
         .split_first()
         .ok_or_else(|| (1, "no command to wrap".to_owned()))?;
     let mut command = Command::new(program);
-    command.args(args).process_group(0).kill_on_drop(true);
-    let existing = std::env::var_os("LD_PRELOAD");
-    let fds = preload::Fds {
-        report: write.as_raw_fd(),
-        state: state.as_raw_fd(),
-    };
-    for (key, value) in preload::child_env(&wrap.lib, existing.as_deref(), wrap.port, fds) {
-        command.env(key, value);
-    }
-    let spawned = command.spawn();
-    drop((write, state));
-    let child = spawned.map_err(|e| {
+    command
+        .args(args)
+        .process_group(0)
+        .kill_on_drop(true)
+        .env(leftovers::MARK_VAR, leftovers::mark_value());
+    let (child, reader) = spawn::rebound(command, &wrap.lib, wrap.port).map_err(|e| {
         let code = if e.kind() == std::io::ErrorKind::NotFound {
             EXIT_NOT_FOUND
         } else {
@@ -276,29 +256,9 @@ async fn read_reports(reader: pipe::Receiver, addr: Arc<watch::Sender<Option<Soc
     }
 }
 
-/// SIGTERM to the whole group and to the processes that left it (daemons, see `leftovers`), SIGKILL
-/// to whatever is left after `grace`; the leader is reaped.
 async fn stop_group(child: &mut Child, pgid: Pid, grace: Duration) {
-    signal_all(pgid, Signal::SIGTERM);
-    let deadline = Instant::now() + grace;
-    let _ = tokio::time::timeout_at(deadline, child.wait()).await;
-    // Processes of the group that are not our children are reaped by their parent or init.
-    while killpg(pgid, None).is_ok() || !leftovers::marked(std::process::id()).is_empty() {
-        if Instant::now() >= deadline {
-            warn!("the wrapped command's processes outlived the grace period {grace:?}; killing them");
-            signal_all(pgid, Signal::SIGKILL);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let _ = tokio::time::timeout(Duration::from_secs(1), child.wait()).await;
-}
-
-fn signal_all(pgid: Pid, signal: Signal) {
-    let _ = killpg(pgid, signal);
-    for pid in leftovers::marked(std::process::id()) {
-        let _ = kill(pid, signal);
-    }
+    let mark = format!("{}={}", leftovers::MARK_VAR, leftovers::mark_value());
+    spawn::stop_group(child, pgid, &mark, grace).await;
 }
 
 fn describe(status: ExitStatus) -> String {
