@@ -41,8 +41,11 @@ browser-test: build
 test: deps fmt-check clippy unit-and-e2e browser-test
 
 # Every scenario against websockify, websocat, socat and raw-relay (two raw TCP relays in front
-# of the in-process WebSocket server: what one more hop costs), then wss:// throughput.
-# BENCH_ARGS replaces the sizes, e.g.
+# of the in-process WebSocket server: what one more hop costs), then wss:// throughput. The
+# connects scenario also runs wsproxy and websockify routing by token (--token-proxy), each with
+# 10,000 tokens in a TokenFile and in a TokenRedis (a redis-server the benchmark starts on a free
+# port), right after the same proxy without tokens: the token rows and targets are the ratios.
+# scripts/bench-peers installs the peers and redis-server. BENCH_ARGS replaces the sizes, e.g.
 # make bench BENCH_ARGS='--size-mib 16 --rounds 1 --round-trips 1000 --rtt-secs 1 --connects-secs 1 --idle-conns 500'
 bench: build
 	scripts/bench-peers
@@ -53,6 +56,10 @@ bench: build
 		--proxy 'websocat=target/bench-tools/bin/websocat --binary ws-l:127.0.0.1:{listen} tcp:{target}' \
 		--proxy 'socat=socat -b262144 TCP-LISTEN:{listen},bind=127.0.0.1,reuseaddr,fork,backlog=1024,nodelay TCP:{ws-target},nodelay' \
 		--proxy 'raw-relay=target/release/wsproxy-bench relay 127.0.0.1:{listen} {ws-target}' \
+		--token-proxy 'wsproxy=target/release/wsproxy --token-plugin TokenFile --token-source {token-file} 127.0.0.1:{listen}' \
+		--token-proxy 'wsproxy=target/release/wsproxy --token-plugin TokenRedis --token-source {redis} 127.0.0.1:{listen}' \
+		--token-proxy 'websockify=target/bench-venv/bin/websockify --token-plugin TokenFile --token-source {token-file} 127.0.0.1:{listen}' \
+		--token-proxy 'websockify=target/bench-venv/bin/websockify --token-plugin TokenRedis --token-source {redis} 127.0.0.1:{listen}' \
 		--json target/bench.json
 	target/release/wsproxy-bench throughput --tls target/bench-cert.pem --size-mib 256 --rounds 3 \
 		--proxy 'wsproxy=target/release/wsproxy --cert target/bench-cert.pem 127.0.0.1:{listen} {target}' \

@@ -32,14 +32,26 @@ pub enum Command {
     /// Round-trip latency of 32-byte messages on 1 connection (p50/p99/max), and round trips
     /// per second on --rtt-conns connections at once.
     Rtt(Rtt),
-    /// New connections per second (upgrade, one 32-byte echo, closing handshake), several at once.
+    /// New connections per second (upgrade, one 32-byte echo, closing handshake), several at once;
+    /// with --token-proxy, also through proxies that route by token.
+    ///
+    /// Example (wsproxy and websockify with 10,000 tokens in a file and in Redis):
+    ///   wsproxy-bench connects --rounds 3 \
+    ///     --proxy 'wsproxy=target/release/wsproxy 127.0.0.1:{listen} {target}' \
+    ///     --proxy 'websockify=target/bench-venv/bin/websockify 127.0.0.1:{listen} {target}' \
+    ///     --token-proxy 'wsproxy=target/release/wsproxy --token-plugin TokenFile --token-source {token-file} 127.0.0.1:{listen}' \
+    ///     --token-proxy 'wsproxy=target/release/wsproxy --token-plugin TokenRedis --token-source {redis} 127.0.0.1:{listen}' \
+    ///     --token-proxy 'websockify=target/bench-venv/bin/websockify --token-plugin TokenFile --token-source {token-file} 127.0.0.1:{listen}' \
+    ///     --token-proxy 'websockify=target/bench-venv/bin/websockify --token-plugin TokenRedis --token-source {redis} 127.0.0.1:{listen}'
+    #[command(verbatim_doc_comment)]
     Connects(Connects),
     /// Proxy memory per idle connection with --idle-conns connections open.
     Idle(Idle),
     /// Every scenario, every peer in alternation, one table: what `make bench` runs.
     ///
-    /// Each round runs, for each peer in turn, throughput, rtt and connects; idle runs once per
-    /// proxy after the rounds. A quick smoke run:
+    /// Each round runs, for each peer in turn, throughput, rtt and connects (then connects with
+    /// each of its --token-proxy templates); idle runs once per proxy after the rounds.
+    /// A quick smoke run:
     ///   wsproxy-bench all --size-mib 16 --rounds 1 --round-trips 1000 --rtt-secs 1 \
     ///     --connects-secs 1 --idle-conns 500 --proxy 'wsproxy=...'
     #[command(verbatim_doc_comment)]
@@ -68,6 +80,7 @@ pub struct Common {
     /// one more hop alone. Repeat for each proxy. The built-in no-proxy baseline always
     /// runs first and is the base of every ratio. The targets are judged for the
     /// proxy named `wsproxy` against those named websocat, websockify and socat.
+    /// (Templates that route by token go in --token-proxy.)
     #[arg(long = "proxy", value_name = "NAME=TEMPLATE", verbatim_doc_comment)]
     pub proxies: Vec<ProxySpec>,
 
@@ -126,6 +139,21 @@ pub struct ConnectsArgs {
     /// Connections in progress at once.
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=1024))]
     pub connects_concurrency: u64,
+
+    /// The proxy NAME (given with --proxy) routing by token, as NAME=COMMAND TEMPLATE: the
+    /// connects scenario runs again through it, into the row of its token source, as a ratio
+    /// to NAME's connects without tokens. Instead of {target} the template has one of:
+    ///   {token-file}  a file of --tokens lines `tokNNNNN: 127.0.0.1:PORT` (TokenFile)
+    ///   {redis}       127.0.0.1:PORT of a redis-server started for the run, holding the
+    ///                 same tokens as keys (TokenRedis; needs redis-server on PATH)
+    /// Every token names the in-process backend; each connection asks for
+    /// /websockify?token=tokNNNNN, the token drawn from the whole set. Repeat per source.
+    #[arg(long = "token-proxy", value_name = "NAME=TEMPLATE", verbatim_doc_comment)]
+    pub token_proxies: Vec<ProxySpec>,
+
+    /// Tokens in each token source.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub tokens: u64,
 }
 
 #[derive(Args)]

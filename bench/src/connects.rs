@@ -5,6 +5,11 @@
 //! sends Close and waits for the proxy's Close or end of stream). Workers start new connections
 //! until `secs` have passed; the rate counts the connections that completed, over the time until
 //! the last one finished. Each round starts the peer afresh.
+//!
+//! With tokens (`--token-proxy`), the same is measured for a proxy that routes by token: each
+//! connection asks for `/websockify?token=T`, T drawn from the whole set, and the proxy looks T up
+//! in a file or in Redis (`tokens`). Those runs go to the proxy's column in the token rows, as
+//! ratios to its connects without tokens.
 
 use std::time::{Duration, Instant};
 
@@ -15,8 +20,11 @@ use crate::client::raw::Conn;
 use crate::echo::Echo;
 use crate::peer::{self, Peer};
 use crate::procfs::CpuMark;
+use crate::proxy::{ProxySpec, Upstream};
 use crate::report::{self, Report};
+use crate::rng::XorShift;
 use crate::rtt::{self, CpuPer};
+use crate::tokens::{TokenSet, TokenSource};
 
 /// A whole connection (open, echo, close) that takes longer counts as failed.
 const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
@@ -26,16 +34,39 @@ const MAX_FAILURES: u64 = 20;
 pub struct Options {
     pub concurrency: usize,
     pub secs: Duration,
+    /// The tokens every token source holds.
+    pub tokens: TokenSet,
+    /// Proxies routing by token (`--token-proxy`), each named like one of the `--proxy` peers.
+    pub token_proxies: Vec<ProxySpec>,
 }
 
 impl Options {
     pub fn rows(&self, report: &mut Report) {
         report.metric_as(report::CONNECTS, format!("connects, {} at a time", self.concurrency));
+        for source in self.token_sources() {
+            let label = format!("connects, {}, {} tokens", source.plugin(), self.tokens.count);
+            report.metric_as(source.connects_kind(), label);
+        }
     }
 
     pub fn cpu_rows(&self, report: &mut Report) {
         report.metric(report::CPU_CONNECT);
         report.metric(report::CPU_CONNECT_PROXY);
+        for source in self.token_sources() {
+            report.metric(source.cpu_kind());
+        }
+    }
+
+    /// The token sources the token proxies use, each once.
+    pub fn token_sources(&self) -> Vec<TokenSource> {
+        TokenSource::ALL
+            .into_iter()
+            .filter(|source| {
+                self.token_proxies
+                    .iter()
+                    .any(|spec| spec.upstream == Upstream::Tokens(*source))
+            })
+            .collect()
     }
 }
 
@@ -52,6 +83,7 @@ pub async fn measure_into(
     report: &mut Report,
     (round, rounds): (u32, u32),
 ) -> Result<(), String> {
+    let tokens = peer.token_source().map(|_| options.tokens);
     let (count, elapsed, cpu) = peer::measure(peer, None, |port, server, group| async move {
         let _echo = Echo::spawn(server);
         let mark = CpuMark::now(group);
@@ -59,7 +91,7 @@ pub async fn measure_into(
         let deadline = start + options.secs;
         let mut workers = JoinSet::new();
         for worker in 0..options.concurrency {
-            workers.spawn(work(port, worker as u64, deadline));
+            workers.spawn(work(port, worker as u64, deadline, tokens));
         }
         let mut total = Count::default();
         while let Some(joined) = workers.join_next().await {
@@ -77,35 +109,47 @@ pub async fn measure_into(
     })
     .await?;
     let rate = count.done as f64 / elapsed.as_secs_f64();
+    let (name, source) = (peer.name(), peer.token_source());
+    let via = source.map_or_else(String::new, |source| format!(" via {}", source.plugin()));
     eprintln!(
-        "  round {round}/{rounds}  {:<12} connects {rate:>8.0} /s  ({} in {:.2} s, {} failed)",
-        peer.name(),
+        "  round {round}/{rounds}  {name:<12} connects{via:<15} {rate:>8.0} /s  ({} in {:.2} s, {} failed)",
         count.done,
         elapsed.as_secs_f64(),
         count.failed
     );
     if let Some(e) = count.first_error {
         report.note(format!(
-            "{} connects, round {round}: {} of {} connections failed; the first: {e}",
-            peer.name(),
+            "{name} connects{via}, round {round}: {} of {} connections failed; the first: {e}",
             count.failed,
             count.done + count.failed
         ));
     }
-    report.record(report::CONNECTS, peer.name(), rate);
-    report.record(report::CPU_CONNECT, peer.name(), cpu.all_us);
-    if matches!(peer, Peer::Proxy(_)) {
-        report.record(report::CPU_CONNECT_PROXY, peer.name(), cpu.proxy_us);
+    match source {
+        // The proxy's CPU time only: redis-server's would be missing from "all processes".
+        Some(source) => {
+            report.record(source.connects_kind(), name, rate);
+            report.record(source.cpu_kind(), name, cpu.proxy_us);
+        }
+        None => {
+            report.record(report::CONNECTS, name, rate);
+            report.record(report::CPU_CONNECT, name, cpu.all_us);
+            if matches!(peer, Peer::Proxy(_)) {
+                report.record(report::CPU_CONNECT_PROXY, name, cpu.proxy_us);
+            }
+        }
     }
     Ok(())
 }
 
-/// One worker: connection after connection until `deadline`.
-async fn work(port: u16, worker: u64, deadline: Instant) -> Count {
+/// One worker: connection after connection until `deadline`; with `tokens`, each to a token
+/// drawn from the set (a generator per worker, seeded from its number).
+async fn work(port: u16, worker: u64, deadline: Instant, tokens: Option<TokenSet>) -> Count {
     let mut count = Count::default();
+    let mut picks = XorShift::new(0x9E37_79B9_7F4A_7C15_u64.wrapping_mul(worker + 1));
     while Instant::now() < deadline && count.failed < MAX_FAILURES {
         let i = worker * 1_000_000 + count.done + count.failed;
-        match timeout(CONNECTION_TIMEOUT, one(port, i)).await {
+        let path = tokens.map_or_else(|| "/".to_string(), |set| set.request_path(picks.next_u64()));
+        match timeout(CONNECTION_TIMEOUT, one(port, &path, i)).await {
             Ok(Ok(())) => count.done += 1,
             Ok(Err(e)) => {
                 count.failed += 1;
@@ -123,8 +167,8 @@ async fn work(port: u16, worker: u64, deadline: Instant) -> Count {
     count
 }
 
-async fn one(port: u16, i: u64) -> Result<(), String> {
-    let mut conn: Conn = rtt::open(port).await?;
+async fn one(port: u16, path: &str, i: u64) -> Result<(), String> {
+    let mut conn: Conn = rtt::open(port, path).await?;
     rtt::trip(&mut conn, i % 4096).await?;
     conn.close().await;
     Ok(())

@@ -10,11 +10,12 @@ use tokio_tungstenite::tungstenite::handshake::{client::generate_key, derive_acc
 /// The longest HTTP head either side accepts.
 const MAX_HEAD: usize = 16 * 1024;
 
-/// Upgrades a connection to 127.0.0.1:`port`; returns the bytes read past the response head.
-pub async fn client<S: AsyncRead + AsyncWrite + Unpin>(io: &mut S, port: u16) -> Result<Vec<u8>, String> {
+/// Upgrades a connection to 127.0.0.1:`port`, asking for `path` (`/`, or `/websockify?token=T` for
+/// a proxy that routes by token); returns the bytes read past the response head.
+pub async fn client<S: AsyncRead + AsyncWrite + Unpin>(io: &mut S, port: u16, path: &str) -> Result<Vec<u8>, String> {
     let key = generate_key();
     let request = format!(
-        "GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: binary\r\n\
          Origin: http://127.0.0.1:{port}\r\n\r\n"
     );
@@ -104,7 +105,7 @@ mod tests {
     async fn client_and_server_agree() {
         let (mut a, mut b) = tokio::io::duplex(1 << 16);
         let server = tokio::spawn(async move { server(&mut b).await });
-        assert_eq!(client(&mut a, 8080).await, Ok(Vec::new()));
+        assert_eq!(client(&mut a, 8080, "/").await, Ok(Vec::new()));
         assert_eq!(server.await.unwrap(), Ok(Some(Vec::new())));
     }
 
@@ -118,7 +119,7 @@ mod tests {
             b.write_all(reply.as_bytes()).await.unwrap();
             b
         });
-        assert_eq!(client(&mut a, 8080).await, Ok(b"\x02\x01x".to_vec()));
+        assert_eq!(client(&mut a, 8080, "/").await, Ok(b"\x02\x01x".to_vec()));
         drop(fake.await.unwrap());
     }
 }

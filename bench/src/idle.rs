@@ -197,7 +197,7 @@ async fn hold(setup: &Setup, group: i32, attempted: usize, budget_mib: u64) -> R
 
 /// A connection, upgraded and proven relayed by a 1-byte echo.
 async fn open_one(port: u16, i: u64) -> Result<Conn, String> {
-    let mut conn = rtt::open(port).await?;
+    let mut conn = rtt::open(port, "/").await?;
     let byte = [i as u8];
     timeout(rtt::TRIP_TIMEOUT, conn.round_trip(&byte))
         .await

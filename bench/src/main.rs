@@ -9,11 +9,13 @@
 //! - `cli`: the command line (clap); one subcommand per scenario, and `all`.
 //! - `plan`: which scenarios a command runs; runs them over the peers in alternation.
 //! - Scenarios: `throughput` (one connection, SIZE bytes each way), `rtt` (32-byte round trips
-//!   on 1 and on 64 connections), `connects` (connections per second), `idle` (proxy memory per
-//!   idle connection).
+//!   on 1 and on 64 connections), `connects` (connections per second, also through proxies
+//!   that route by token), `idle` (proxy memory per idle connection).
 //! - `peer`: the baseline or a proxy, and the far end (TCP backend or WebSocket server) of a run.
 //! - `proxy`: `NAME=TEMPLATE` specs; starting a proxy, waiting until it listens, stopping it.
 //! - `relay`: a minimal raw TCP relay, run as a reference peer (`wsproxy-bench relay`).
+//! - `tokens`: the token set and its sources (a token file, `redis_server`: a private Redis) for
+//!   the proxies that route by token.
 //! - `echo`: echo servers (TCP and WebSocket) for the small-message scenarios.
 //! - `client`: the WebSocket client, hand-written framing (`raw`) or tokio-tungstenite.
 //! - `net`, `tls`: plain and TLS streams behind one type, for ws:// and wss:// runs.
@@ -38,6 +40,7 @@ mod peer;
 mod plan;
 mod procfs;
 mod proxy;
+mod redis_server;
 mod relay;
 mod report;
 mod rng;
@@ -45,6 +48,7 @@ mod rtt;
 mod stats;
 mod throughput;
 mod tls;
+mod tokens;
 mod transfer;
 mod ws;
 

@@ -1,6 +1,7 @@
 //! The peers a scenario compares, and the far end of the client's connections for each.
 //!
-//! A peer is the built-in no-proxy baseline or a proxy command. For one measurement a `Setup`
+//! A peer is the built-in no-proxy baseline or a proxy command, or, for the connects-with-tokens
+//! rows, a proxy's `--token-proxy` command routing by token. For one measurement a `Setup`
 //! binds a fresh listener on 127.0.0.1 for the far end and, for a proxy, starts it in front of
 //! that listener; the scenario then serves the listener (`Server`) and points its client at
 //! `Setup::port`. A fresh setup per measurement keeps one scenario's leftovers (a late
@@ -15,6 +16,7 @@ use crate::handshake;
 use crate::net::{self, Reader, Writer};
 use crate::proxy::{NO_PROXY, Proxy, ProxySpec, Upstream};
 use crate::tls::Tls;
+use crate::tokens::{TokenSource, Tokens};
 use crate::ws::FrameReader;
 
 /// One side of every run, besides the client.
@@ -24,32 +26,75 @@ pub enum Peer<'a> {
     NoProxy,
     /// A proxy command in front of an in-process backend.
     Proxy(&'a ProxySpec),
+    /// A proxy command that routes by token (`--token-proxy`), every token naming the
+    /// in-process backend. Its results go to the proxy of the same name, in the token rows.
+    Tokens(&'a ProxySpec, &'a Tokens),
 }
 
 impl<'a> Peer<'a> {
-    /// The baseline first, then the proxies in the order given; refuses duplicate names.
+    /// The baseline first, then the proxies in the order given; refuses duplicate names and
+    /// token templates (those go in `--token-proxy`).
     pub fn all(specs: &'a [ProxySpec]) -> Result<Vec<Peer<'a>>, String> {
         let mut peers = vec![Peer::NoProxy];
         for spec in specs {
             if peers.iter().any(|peer| peer.name() == spec.name) {
                 return Err(format!("two proxies are named `{}`", spec.name));
             }
+            if let Upstream::Tokens(source) = spec.upstream {
+                return Err(format!(
+                    "--proxy {}: {} goes in a --token-proxy template",
+                    spec.name,
+                    source.placeholder()
+                ));
+            }
             peers.push(Peer::Proxy(spec));
         }
         Ok(peers)
     }
 
+    /// The sources `token_specs` (`--token-proxy`) need; refuses a template without one, and a
+    /// name that no `--proxy` has (its rows would have no column, its ratio no base).
+    pub fn token_sources(specs: &[ProxySpec], token_specs: &[ProxySpec]) -> Result<Vec<TokenSource>, String> {
+        let mut sources = Vec::new();
+        for spec in token_specs {
+            let Upstream::Tokens(source) = spec.upstream else {
+                return Err(format!(
+                    "--token-proxy {}: the template needs {{token-file}} or {{redis}} instead of a target",
+                    spec.name
+                ));
+            };
+            if !specs.iter().any(|proxy| proxy.name == spec.name) {
+                return Err(format!("--token-proxy {0}: no --proxy is named `{0}`", spec.name));
+            }
+            if !sources.contains(&source) {
+                sources.push(source);
+            }
+        }
+        Ok(sources)
+    }
+
     pub fn name(&self) -> &str {
         match self {
             Peer::NoProxy => NO_PROXY,
-            Peer::Proxy(spec) => &spec.name,
+            Peer::Proxy(spec) | Peer::Tokens(spec, _) => &spec.name,
         }
     }
 
     pub fn command(&self) -> Option<String> {
         match self {
             Peer::NoProxy => None,
-            Peer::Proxy(spec) => Some(spec.template.clone()),
+            Peer::Proxy(spec) | Peer::Tokens(spec, _) => Some(spec.template.clone()),
+        }
+    }
+
+    /// The token source, for a peer that routes by token.
+    pub fn token_source(&self) -> Option<TokenSource> {
+        match self {
+            Peer::Tokens(spec, _) => match spec.upstream {
+                Upstream::Tokens(source) => Some(source),
+                _ => None,
+            },
+            _ => None,
         }
     }
 }
@@ -136,14 +181,24 @@ impl Setup {
                 proxy: None,
             },
             Peer::Proxy(spec) => {
-                let proxy = Proxy::start(spec, addr).await?;
+                let proxy = Proxy::start(spec, &addr.to_string()).await?;
                 let server = match spec.upstream {
-                    Upstream::Tcp => Server::Tcp(listener),
+                    Upstream::Tcp | Upstream::Tokens(_) => Server::Tcp(listener),
                     Upstream::WebSocket => websocket,
                 };
                 Setup {
                     port: proxy.port(),
                     server,
+                    proxy: Some(proxy),
+                }
+            }
+            Peer::Tokens(spec, tokens) => {
+                let source = peer.token_source().ok_or("a token peer without a token source")?;
+                let upstream = tokens.point_at(source, addr).await?;
+                let proxy = Proxy::start(spec, &upstream).await?;
+                Setup {
+                    port: proxy.port(),
+                    server: Server::Tcp(listener),
                     proxy: Some(proxy),
                 }
             }

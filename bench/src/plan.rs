@@ -2,7 +2,9 @@
 //! round (A B C, A B C, ...), into one report.
 //!
 //! A proxy's failure in one scenario is noted under the table and the rest goes on; the
-//! baseline failing is fatal, since nothing could be compared with it.
+//! baseline failing is fatal, since nothing could be compared with it. Token sources (the file,
+//! redis-server) are set up before the first round, when a `--token-proxy` needs them, and
+//! removed after the last.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -14,6 +16,7 @@ use crate::cli::{Command, Common, ConnectsArgs, IdleArgs, RttArgs, ThroughputArg
 use crate::peer::Peer;
 use crate::report::{Report, issue_goals};
 use crate::tls::Tls;
+use crate::tokens::{TokenSet, Tokens};
 use crate::{connects, idle, rtt, throughput};
 
 #[derive(Default)]
@@ -85,6 +88,10 @@ fn connects_options(args: &ConnectsArgs) -> connects::Options {
     connects::Options {
         concurrency: args.connects_concurrency as usize,
         secs: Duration::from_secs(args.connects_secs),
+        tokens: TokenSet {
+            count: args.tokens as usize,
+        },
+        token_proxies: args.token_proxies.clone(),
     }
 }
 
@@ -97,8 +104,31 @@ fn idle_options(args: &IdleArgs) -> idle::Options {
 
 async fn execute(common: &Common, plan: &Plan) -> Result<(), String> {
     let peers = Peer::all(&common.proxies)?;
+    let token_proxies = plan.connects.as_ref().map_or(&[][..], |o| &o.token_proxies[..]);
+    let sources = Peer::token_sources(&common.proxies, token_proxies)?;
+    let tokens = match (&plan.connects, sources.is_empty()) {
+        (Some(options), false) => Some(Tokens::start(options.tokens, &sources).await?),
+        _ => None,
+    };
+    let outcome = measure_all(common, plan, &peers, tokens.as_ref()).await;
+    if let Some(tokens) = tokens {
+        tokens.stop().await;
+    }
+    outcome
+}
+
+/// Runs every scenario of `plan` over `peers` (and the token proxies, with `tokens`).
+async fn measure_all(common: &Common, plan: &Plan, peers: &[Peer<'_>], tokens: Option<&Tokens>) -> Result<(), String> {
+    let token_peers: Vec<Peer<'_>> = match (&plan.connects, tokens) {
+        (Some(options), Some(tokens)) => options
+            .token_proxies
+            .iter()
+            .map(|spec| Peer::Tokens(spec, tokens))
+            .collect(),
+        _ => Vec::new(),
+    };
     let (title, settings) = describe(common, plan);
-    let mut report = Report::new(title.clone(), &peers, settings);
+    let mut report = Report::new(title.clone(), peers, settings);
     if let Some(options) = &plan.throughput {
         options.rows(&mut report);
     }
@@ -129,7 +159,7 @@ async fn execute(common: &Common, plan: &Plan) -> Result<(), String> {
     let rounds = common.rounds;
     let timed = plan.throughput.is_some() || plan.rtt.is_some() || plan.connects.is_some();
     for round in (1..=rounds).filter(|_| timed) {
-        for peer in &peers {
+        for peer in peers {
             if let Some(options) = &plan.throughput {
                 let outcome = throughput::measure_into(peer, options, &mut report, (round, rounds)).await;
                 settle(peer, "throughput", outcome, &mut report)?;
@@ -141,6 +171,12 @@ async fn execute(common: &Common, plan: &Plan) -> Result<(), String> {
             if let Some(options) = &plan.connects {
                 let outcome = connects::measure_into(peer, options, &mut report, (round, rounds)).await;
                 settle(peer, "connects", outcome, &mut report)?;
+                // Right after the same proxy without tokens, so the ratio compares like with like.
+                for token_peer in token_peers.iter().filter(|p| p.name() == peer.name()) {
+                    let outcome = connects::measure_into(token_peer, options, &mut report, (round, rounds)).await;
+                    let scenario = token_peer.token_source().map(|s| s.plugin()).unwrap_or_default();
+                    settle(token_peer, &format!("{scenario} connects"), outcome, &mut report)?;
+                }
             }
         }
     }
@@ -148,7 +184,7 @@ async fn execute(common: &Common, plan: &Plan) -> Result<(), String> {
         // Memory is not noisy the way rates are: with other scenarios, once is enough.
         let idle_rounds = if timed { 1 } else { rounds };
         for _ in 0..idle_rounds {
-            for peer in &peers {
+            for peer in peers {
                 let outcome = idle::measure_into(peer, options, &mut report).await;
                 settle(peer, "idle", outcome, &mut report)?;
             }
@@ -193,8 +229,31 @@ fn describe(common: &Common, plan: &Plan) -> (String, serde_json::Value) {
         });
     }
     if let Some(o) = &plan.connects {
-        parts.push(format!("connects {} at a time × {} s", o.concurrency, o.secs.as_secs()));
-        settings["connects"] = json!({ "concurrency": o.concurrency, "secs": o.secs.as_secs() });
+        let sources = o.token_sources();
+        let with_tokens = match sources.is_empty() {
+            true => String::new(),
+            false => format!(
+                ", also with {} tokens ({})",
+                o.tokens.count,
+                sources.iter().map(|s| s.plugin()).collect::<Vec<_>>().join(", ")
+            ),
+        };
+        parts.push(format!(
+            "connects {} at a time × {} s{with_tokens}",
+            o.concurrency,
+            o.secs.as_secs()
+        ));
+        let token_proxies: Vec<_> = o
+            .token_proxies
+            .iter()
+            .map(|spec| json!({ "name": spec.name, "command": spec.template }))
+            .collect();
+        settings["connects"] = json!({
+            "concurrency": o.concurrency,
+            "secs": o.secs.as_secs(),
+            "tokens": o.tokens.count,
+            "token_proxies": token_proxies,
+        });
     }
     if let Some(o) = &plan.idle {
         parts.push(format!("idle {} conns", o.conns));
@@ -213,7 +272,7 @@ fn settle(peer: &Peer<'_>, scenario: &str, outcome: Result<(), String>, report: 
     match (outcome, peer) {
         (Ok(()), _) => Ok(()),
         (Err(e), Peer::NoProxy) => Err(format!("{} {scenario}: {e}", peer.name())),
-        (Err(e), Peer::Proxy(_)) => {
+        (Err(e), Peer::Proxy(_) | Peer::Tokens(..)) => {
             eprintln!("  {} {scenario}: FAILED: {e}", peer.name());
             let first = e.lines().next().unwrap_or_default();
             report.note(format!("{} {scenario} failed: {first}", peer.name()));

@@ -5,7 +5,6 @@
 //! only, to explain a failure. Every wait is bounded, and a `Proxy` that is dropped without
 //! `stop` (an error, a panic, Ctrl-C) kills its group on the spot.
 
-use std::net::SocketAddr;
 use std::process::Stdio;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
@@ -17,6 +16,8 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 use tokio::time::{sleep, timeout};
+
+use crate::tokens::TokenSource;
 
 /// The name reserved for the built-in baseline.
 pub const NO_PROXY: &str = "no-proxy";
@@ -38,6 +39,28 @@ pub enum Upstream {
     /// client's frames pass through untouched, so the result is what the extra hop (and a
     /// third process on the machine) costs by itself: the ceiling for any relay in this harness.
     WebSocket,
+    /// `{token-file}` or `{redis}` (`--token-proxy` templates): a token source whose tokens all
+    /// name the in-process TCP backend; the proxy routes each request by its `?token=`.
+    Tokens(TokenSource),
+}
+
+impl Upstream {
+    /// Every kind, with the placeholder that selects it.
+    fn placeholders() -> [(&'static str, Upstream); 4] {
+        [
+            ("{target}", Upstream::Tcp),
+            ("{ws-target}", Upstream::WebSocket),
+            (TokenSource::File.placeholder(), Upstream::Tokens(TokenSource::File)),
+            (TokenSource::Redis.placeholder(), Upstream::Tokens(TokenSource::Redis)),
+        ]
+    }
+
+    fn placeholder(self) -> &'static str {
+        Self::placeholders()
+            .into_iter()
+            .find_map(|(placeholder, upstream)| (upstream == self).then_some(placeholder))
+            .unwrap_or_default()
+    }
 }
 
 /// A proxy under test, from `--proxy NAME=TEMPLATE`.
@@ -70,10 +93,15 @@ impl FromStr for ProxySpec {
         if !has("{listen}") {
             return Err("the command template has no {listen}".into());
         }
-        let upstream = match (has("{target}"), has("{ws-target}")) {
-            (true, false) => Upstream::Tcp,
-            (false, true) => Upstream::WebSocket,
-            _ => return Err("the command template needs exactly one of {target} and {ws-target}".into()),
+        let found: Vec<Upstream> = Upstream::placeholders()
+            .into_iter()
+            .filter(|(placeholder, _)| has(placeholder))
+            .map(|(_, upstream)| upstream)
+            .collect();
+        let [upstream] = found[..] else {
+            return Err(
+                "the command template needs exactly one of {target}, {ws-target}, {token-file} and {redis}".into(),
+            );
         };
         Ok(Self {
             name: name.to_string(),
@@ -85,17 +113,14 @@ impl FromStr for ProxySpec {
 }
 
 impl ProxySpec {
-    /// The command line for one start: `{listen}` is the port, `{target}` or `{ws-target}` the
-    /// upstream address.
-    fn argv(&self, listen: u16, target: SocketAddr) -> Vec<String> {
-        let (listen, target) = (listen.to_string(), target.to_string());
-        let placeholder = match self.upstream {
-            Upstream::Tcp => "{target}",
-            Upstream::WebSocket => "{ws-target}",
-        };
+    /// The command line for one start: `{listen}` is the port, the upstream's placeholder
+    /// `upstream` (an address, or the token file's path).
+    fn argv(&self, listen: u16, upstream: &str) -> Vec<String> {
+        let listen = listen.to_string();
+        let placeholder = self.upstream.placeholder();
         self.words
             .iter()
-            .map(|word| word.replace("{listen}", &listen).replace(placeholder, &target))
+            .map(|word| word.replace("{listen}", &listen).replace(placeholder, upstream))
             .collect()
     }
 }
@@ -115,10 +140,11 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    /// Starts `spec` in front of `target` and waits until it accepts connections.
-    pub async fn start(spec: &ProxySpec, target: SocketAddr) -> Result<Proxy, String> {
+    /// Starts `spec` with `upstream` for its upstream placeholder (the target's address, or the
+    /// token source) and waits until it accepts connections.
+    pub async fn start(spec: &ProxySpec, upstream: &str) -> Result<Proxy, String> {
         let port = free_port()?;
-        let argv = spec.argv(port, target);
+        let argv = spec.argv(port, upstream);
         let mut child = Command::new(&argv[0])
             .args(&argv[1..])
             .stdin(Stdio::null())
@@ -228,9 +254,10 @@ impl Drop for Proxy {
     }
 }
 
-/// A port that was free a moment ago. Another process could take it before the proxy binds it;
-/// that is rare on a benchmark machine, and the proxy then fails to start with a clear message.
-fn free_port() -> Result<u16, String> {
+/// A port on 127.0.0.1 that was free a moment ago. Another process could take it before the proxy
+/// (or redis-server) binds it; that is rare on a benchmark machine, and the start then fails with
+/// a clear message.
+pub fn free_port() -> Result<u16, String> {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
         .map(|addr| addr.port())
@@ -256,9 +283,8 @@ mod tests {
     fn a_spec_is_split_like_a_shell_would_and_filled_in() {
         let spec: ProxySpec = "ws=bin/p --x 'a b' 127.0.0.1:{listen} {target}".parse().unwrap();
         assert_eq!((spec.name.as_str(), spec.upstream), ("ws", Upstream::Tcp));
-        let target = "127.0.0.1:9".parse().unwrap();
         assert_eq!(
-            spec.argv(80, target),
+            spec.argv(80, "127.0.0.1:9"),
             ["bin/p", "--x", "a b", "127.0.0.1:80", "127.0.0.1:9"]
         );
     }
@@ -267,8 +293,22 @@ mod tests {
     fn a_raw_relay_points_at_the_websocket_server() {
         let spec: ProxySpec = "socat=socat TCP-LISTEN:{listen} TCP:{ws-target}".parse().unwrap();
         assert_eq!(spec.upstream, Upstream::WebSocket);
-        let target = "127.0.0.1:9".parse().unwrap();
-        assert_eq!(spec.argv(80, target), ["socat", "TCP-LISTEN:80", "TCP:127.0.0.1:9"]);
+        assert_eq!(
+            spec.argv(80, "127.0.0.1:9"),
+            ["socat", "TCP-LISTEN:80", "TCP:127.0.0.1:9"]
+        );
+    }
+
+    #[test]
+    fn a_token_template_names_its_source() {
+        let spec: ProxySpec = "p=p --token-source {token-file} 127.0.0.1:{listen}".parse().unwrap();
+        assert_eq!(spec.upstream, Upstream::Tokens(TokenSource::File));
+        assert_eq!(
+            spec.argv(80, "/t/tokens.conf"),
+            ["p", "--token-source", "/t/tokens.conf", "127.0.0.1:80"]
+        );
+        let spec: ProxySpec = "p=p --token-source {redis} 127.0.0.1:{listen}".parse().unwrap();
+        assert_eq!(spec.upstream, Upstream::Tokens(TokenSource::Redis));
     }
 
     #[test]
@@ -280,6 +320,8 @@ mod tests {
             "x=p {target}",
             "x=p {listen}",
             "x=p {listen} {target} {ws-target}",
+            "x=p {listen} {target} {token-file}",
+            "x=p {listen} {token-file} {redis}",
             "x=",
         ] {
             assert!(bad.parse::<ProxySpec>().is_err(), "{bad}");
@@ -289,7 +331,7 @@ mod tests {
     #[tokio::test]
     async fn a_proxy_that_exits_at_once_is_reported_with_its_output() {
         let spec: ProxySpec = "sh=sh -c 'echo oops-{listen} >&2; exit 3' {target}".parse().unwrap();
-        let err = Proxy::start(&spec, "127.0.0.1:9".parse().unwrap()).await.err().unwrap();
+        let err = Proxy::start(&spec, "127.0.0.1:9").await.err().unwrap();
         assert!(err.contains("exited") && err.contains("oops-"), "{err}");
     }
 }

@@ -2,8 +2,9 @@
 //! targets checked, as a plain table and as JSON.
 //!
 //! The table has one row per metric and one column per peer; a cell is the median over the
-//! rounds, followed by its ratio to the baseline's median in parentheses. Below it, each target
-//! from issue 5 that the peers present allow to judge is marked met or missed.
+//! rounds, followed by its ratio to the baseline's median in parentheses (in the rows with a
+//! token plugin, to the same proxy's median without tokens). Below it, each target from issue 5
+//! and from the token issue that the peers present allow to judge is marked met or missed.
 
 use serde_json::{Map, Value, json};
 
@@ -19,12 +20,22 @@ pub struct Kind {
     pub label: &'static str,
     pub unit: &'static str,
     pub decimals: usize,
-    /// Whether the table shows the ratio to the baseline (not for proxy memory: the baseline
-    /// has no proxy).
-    pub ratio: bool,
+    /// What the table's ratio is to.
+    pub ratio: Ratio,
 }
 
-const fn kind(key: &'static str, label: &'static str, unit: &'static str, decimals: usize, ratio: bool) -> Kind {
+/// What a cell's ratio is to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ratio {
+    /// No ratio (proxy memory and CPU: the baseline has no proxy).
+    None,
+    /// The baseline's median of the same metric.
+    Baseline,
+    /// The same peer's median of the metric with this key (with tokens: the one without).
+    Metric(&'static str),
+}
+
+const fn kind(key: &'static str, label: &'static str, unit: &'static str, decimals: usize, ratio: Ratio) -> Kind {
     Kind {
         key,
         label,
@@ -34,31 +45,72 @@ const fn kind(key: &'static str, label: &'static str, unit: &'static str, decima
     }
 }
 
-pub const DOWN: Kind = kind("down", "target → browser, 1 conn", "MiB/s", 0, true);
-pub const UP: Kind = kind("up", "browser → target, 1 conn", "MiB/s", 0, true);
-pub const RTT_P50: Kind = kind("rtt_p50", "round trip p50, 1 conn", "µs", 1, true);
-pub const RTT_P99: Kind = kind("rtt_p99", "round trip p99, 1 conn", "µs", 1, true);
-pub const RTT_MAX: Kind = kind("rtt_max", "round trip max, 1 conn", "µs", 0, true);
-pub const RTT64: Kind = kind("rtt64", "round trips, 64 conns", "/s", 0, true);
-pub const CONNECTS: Kind = kind("connects", "connects, 32 at a time", "/s", 0, true);
-pub const CPU_DOWN: Kind = kind("cpu_down", "CPU per GiB down, all processes", "ms", 0, true);
-pub const CPU_DOWN_PROXY: Kind = kind("cpu_down_proxy", "CPU per GiB down, proxy", "ms", 0, false);
-pub const CPU_UP: Kind = kind("cpu_up", "CPU per GiB up, all processes", "ms", 0, true);
-pub const CPU_UP_PROXY: Kind = kind("cpu_up_proxy", "CPU per GiB up, proxy", "ms", 0, false);
-pub const CPU_RTT64: Kind = kind("cpu_rtt64", "CPU per round trip (64 conns), all", "µs", 1, true);
+pub const DOWN: Kind = kind("down", "target → browser, 1 conn", "MiB/s", 0, Ratio::Baseline);
+pub const UP: Kind = kind("up", "browser → target, 1 conn", "MiB/s", 0, Ratio::Baseline);
+pub const RTT_P50: Kind = kind("rtt_p50", "round trip p50, 1 conn", "µs", 1, Ratio::Baseline);
+pub const RTT_P99: Kind = kind("rtt_p99", "round trip p99, 1 conn", "µs", 1, Ratio::Baseline);
+pub const RTT_MAX: Kind = kind("rtt_max", "round trip max, 1 conn", "µs", 0, Ratio::Baseline);
+pub const RTT64: Kind = kind("rtt64", "round trips, 64 conns", "/s", 0, Ratio::Baseline);
+pub const CONNECTS: Kind = kind("connects", "connects, 32 at a time", "/s", 0, Ratio::Baseline);
+pub const CPU_DOWN: Kind = kind("cpu_down", "CPU per GiB down, all processes", "ms", 0, Ratio::Baseline);
+pub const CPU_DOWN_PROXY: Kind = kind("cpu_down_proxy", "CPU per GiB down, proxy", "ms", 0, Ratio::None);
+pub const CPU_UP: Kind = kind("cpu_up", "CPU per GiB up, all processes", "ms", 0, Ratio::Baseline);
+pub const CPU_UP_PROXY: Kind = kind("cpu_up_proxy", "CPU per GiB up, proxy", "ms", 0, Ratio::None);
+pub const CPU_RTT64: Kind = kind(
+    "cpu_rtt64",
+    "CPU per round trip (64 conns), all",
+    "µs",
+    1,
+    Ratio::Baseline,
+);
 pub const CPU_RTT64_PROXY: Kind = kind(
     "cpu_rtt64_proxy",
     "CPU per round trip (64 conns), proxy",
     "µs",
     1,
-    false,
+    Ratio::None,
 );
-pub const CPU_CONNECT: Kind = kind("cpu_connect", "CPU per connect, all processes", "µs", 0, true);
-pub const CPU_CONNECT_PROXY: Kind = kind("cpu_connect_proxy", "CPU per connect, proxy", "µs", 0, false);
-pub const IDLE_TRIED: Kind = kind("idle_tried", "idle conns the fd limit allowed", "conns", 0, false);
-pub const IDLE_HELD: Kind = kind("idle_held", "idle conns held", "conns", 0, false);
-pub const IDLE_RSS: Kind = kind("idle_rss", "proxy RSS per idle conn", "KiB", 2, false);
-pub const IDLE_PSS: Kind = kind("idle_pss", "proxy PSS per idle conn", "KiB", 2, false);
+pub const CPU_CONNECT: Kind = kind(
+    "cpu_connect",
+    "CPU per connect, all processes",
+    "µs",
+    0,
+    Ratio::Baseline,
+);
+pub const CPU_CONNECT_PROXY: Kind = kind("cpu_connect_proxy", "CPU per connect, proxy", "µs", 0, Ratio::None);
+/// Connects with a token plugin (the labels name the token count), as ratios to without.
+pub const CONNECTS_TOKEN_FILE: Kind = kind(
+    "connects_token_file",
+    "connects, TokenFile",
+    "/s",
+    0,
+    Ratio::Metric(CONNECTS.key),
+);
+pub const CONNECTS_TOKEN_REDIS: Kind = kind(
+    "connects_token_redis",
+    "connects, TokenRedis",
+    "/s",
+    0,
+    Ratio::Metric(CONNECTS.key),
+);
+pub const CPU_CONNECT_TOKEN_FILE_PROXY: Kind = kind(
+    "cpu_connect_token_file_proxy",
+    "CPU per connect, TokenFile, proxy",
+    "µs",
+    0,
+    Ratio::Metric(CPU_CONNECT_PROXY.key),
+);
+pub const CPU_CONNECT_TOKEN_REDIS_PROXY: Kind = kind(
+    "cpu_connect_token_redis_proxy",
+    "CPU per connect, TokenRedis, proxy",
+    "µs",
+    0,
+    Ratio::Metric(CPU_CONNECT_PROXY.key),
+);
+pub const IDLE_TRIED: Kind = kind("idle_tried", "idle conns the fd limit allowed", "conns", 0, Ratio::None);
+pub const IDLE_HELD: Kind = kind("idle_held", "idle conns held", "conns", 0, Ratio::None);
+pub const IDLE_RSS: Kind = kind("idle_rss", "proxy RSS per idle conn", "KiB", 2, Ratio::None);
+pub const IDLE_PSS: Kind = kind("idle_pss", "proxy PSS per idle conn", "KiB", 2, Ratio::None);
 
 struct Metric {
     kind: Kind,
@@ -135,11 +187,22 @@ impl Report {
         median(&self.find(key)?.runs[index])
     }
 
-    /// The median over the baseline's median.
+    /// The median over the baseline's median, or over the same peer's median of another metric.
     fn ratio(&self, metric: &Metric, index: usize) -> Option<f64> {
-        let base = median(&metric.runs[0])?;
+        let base = match metric.kind.ratio {
+            Ratio::None | Ratio::Baseline => median(&metric.runs[0])?,
+            Ratio::Metric(key) => median(&self.find(key)?.runs[index])?,
+        };
         let value = median(&metric.runs[index])?;
         (base != 0.0).then(|| value / base)
+    }
+
+    /// The JSON name of `metric`'s ratio.
+    fn ratio_key(metric: &Metric) -> String {
+        match metric.kind.ratio {
+            Ratio::None | Ratio::Baseline => "ratio_to_baseline".into(),
+            Ratio::Metric(key) => format!("ratio_to_{key}"),
+        }
     }
 
     pub fn table(&self) -> String {
@@ -155,8 +218,13 @@ impl Report {
                             return "-".to_string();
                         };
                         let value = format!("{value:.*}", metric.kind.decimals);
+                        let shown = match metric.kind.ratio {
+                            Ratio::None => false,
+                            Ratio::Baseline => index > 0,
+                            Ratio::Metric(_) => true,
+                        };
                         match self.ratio(metric, index) {
-                            Some(ratio) if metric.kind.ratio && index > 0 => format!("{value} ({ratio:.2})"),
+                            Some(ratio) if shown => format!("{value} ({ratio:.2})"),
                             _ => value,
                         }
                     })
@@ -191,6 +259,9 @@ impl Report {
             out += "\n";
         }
         out += &format!("medians over the rounds; (ratio) = median / {baseline}'s median\n");
+        if self.metrics.iter().any(|m| matches!(m.kind.ratio, Ratio::Metric(_))) {
+            out += "  in the rows with a token plugin, (ratio) = median / the same proxy's median without tokens\n";
+        }
         if self.metrics.iter().any(|m| m.kind.key.starts_with("cpu_")) {
             let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
             out += &format!(
@@ -200,7 +271,7 @@ impl Report {
         }
         let checks = self.checks();
         if !checks.is_empty() {
-            out += "\ntargets (issue 5), judged on the medians above:\n";
+            out += "\ntargets (issue 5 and the token issue), judged on the medians above:\n";
             for check in &checks {
                 let verdict = match check.met {
                     Some(true) => "met   ",
@@ -224,14 +295,12 @@ impl Report {
             .map(|metric| {
                 let mut peers = Map::new();
                 for (index, (name, _)) in self.peers.iter().enumerate() {
-                    peers.insert(
-                        name.clone(),
-                        json!({
-                            "runs": metric.runs[index],
-                            "median": median(&metric.runs[index]),
-                            "ratio_to_baseline": self.ratio(metric, index),
-                        }),
-                    );
+                    let mut peer = json!({
+                        "runs": metric.runs[index],
+                        "median": median(&metric.runs[index]),
+                    });
+                    peer[Self::ratio_key(metric)] = json!(self.ratio(metric, index));
+                    peers.insert(name.clone(), peer);
                 }
                 json!({
                     "key": metric.kind.key,
@@ -316,7 +385,8 @@ struct Check {
 }
 
 /// Issue 5's targets for the peer named `wsproxy`, against the peers named `no-proxy`,
-/// `websocat`, `websockify` and `socat`; `idle` is the number of idle connections requested.
+/// `websocat`, `websockify` and `socat`, and the token issue's (connects with a token plugin
+/// against connects without); `idle` is the number of idle connections requested.
 pub fn issue_goals(idle: usize) -> Vec<Goal> {
     let ratio = |text: &str, metric: &'static str, other: &str, factor: f64, at_least: bool| Goal {
         text: text.to_string(),
@@ -333,6 +403,14 @@ pub fn issue_goals(idle: usize) -> Vec<Goal> {
         against: Against::Fixed(bound),
         factor: 1.0,
         at_least,
+    };
+    let without_tokens = |text: &str, metric: &'static str, factor: f64| Goal {
+        text: text.to_string(),
+        peer: "wsproxy".into(),
+        metric,
+        against: Against::Metric(CONNECTS.key),
+        factor,
+        at_least: true,
     };
     let base = crate::proxy::NO_PROXY;
     vec![
@@ -355,6 +433,16 @@ pub fn issue_goals(idle: usize) -> Vec<Goal> {
         },
         fixed("idle: ≤ 4 KiB RSS per connection".into(), IDLE_RSS.key, 4.0, false),
         fixed("idle: ≤ 4 KiB PSS per connection".into(), IDLE_PSS.key, 4.0, false),
+        without_tokens(
+            "TokenFile connects/s ≥ 0.9× without tokens",
+            CONNECTS_TOKEN_FILE.key,
+            0.9,
+        ),
+        without_tokens(
+            "TokenRedis connects/s ≥ 0.7× without tokens",
+            CONNECTS_TOKEN_REDIS.key,
+            0.7,
+        ),
     ]
 }
 
@@ -433,5 +521,34 @@ mod tests {
         // Not measured: not listed.
         assert_eq!(verdict("connects/s"), None);
         assert!(report.table().contains("MISSED  target → browser ≥ 1.5× websocat"));
+    }
+
+    #[test]
+    fn token_rows_are_ratios_to_the_same_proxy_without_tokens() {
+        let mut report = report();
+        report.metric(CONNECTS);
+        report.metric_as(CONNECTS_TOKEN_FILE, "connects, TokenFile, 100 tokens".into());
+        report.record(CONNECTS, "no-proxy", 1000.0);
+        report.record(CONNECTS, "wsproxy", 400.0);
+        report.record(CONNECTS, "websocat", 200.0);
+        report.record(CONNECTS_TOKEN_FILE, "wsproxy", 380.0);
+        report.record(CONNECTS_TOKEN_FILE, "websocat", 100.0);
+        let table = report.table();
+        let row = table.lines().find(|l| l.starts_with("connects, TokenFile")).unwrap();
+        assert!(
+            row.split_whitespace()
+                .rev()
+                .take(5)
+                .eq(["(0.50)", "100", "(0.95)", "380", "-"]),
+            "{table}"
+        );
+        assert!(
+            table.contains("met     TokenFile connects/s ≥ 0.9× without tokens"),
+            "{table}"
+        );
+        // Without a TokenRedis row its target is not listed.
+        assert!(!table.contains("TokenRedis"), "{table}");
+        let json = report.json();
+        assert_eq!(json["metrics"][1]["peers"]["wsproxy"]["ratio_to_connects"], 0.95);
     }
 }

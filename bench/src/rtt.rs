@@ -90,9 +90,9 @@ pub async fn measure_into(
     Ok(())
 }
 
-/// Opens a connection, bounded by `TRIP_TIMEOUT`.
-pub async fn open(port: u16) -> Result<Conn, String> {
-    timeout(TRIP_TIMEOUT, Conn::open(port, None, SMALL_READ))
+/// Opens a connection to `path`, bounded by `TRIP_TIMEOUT`.
+pub async fn open(port: u16, path: &str) -> Result<Conn, String> {
+    timeout(TRIP_TIMEOUT, Conn::open(port, path, None, SMALL_READ))
         .await
         .map_err(|_| format!("no WebSocket connection within {} s", TRIP_TIMEOUT.as_secs()))?
 }
@@ -106,7 +106,7 @@ pub async fn trip(conn: &mut Conn, i: u64) -> Result<(), String> {
 }
 
 async fn one_connection(port: u16, round_trips: usize) -> Result<Latency, String> {
-    let mut conn = open(port).await?;
+    let mut conn = open(port, "/").await?;
     for i in 0..WARMUP {
         trip(&mut conn, i as u64).await?;
     }
@@ -147,7 +147,7 @@ async fn many_connections(
 ) -> Result<(f64, CpuPer), String> {
     let mut open_conns = Vec::with_capacity(conns);
     for _ in 0..conns {
-        let mut conn = open(port).await?;
+        let mut conn = open(port, "/").await?;
         trip(&mut conn, 0).await?;
         open_conns.push(conn);
     }

@@ -1,9 +1,13 @@
 //! A smoke run of `wsproxy-bench all`, seconds long: every scenario against the baseline and the
-//! built-in raw relay, plus wsproxy when a build of it is at hand. It checks that the harness
-//! works end to end (table, targets, JSON), not any number: performance is judged by `make bench`.
+//! built-in raw relay, plus wsproxy when a build of it is at hand, then with tokens (a small token
+//! file, and Redis when redis-server is installed). It checks that the harness works end to end
+//! (table, targets, JSON, cleaning up), not any number: performance is judged by `make bench`.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
+
+/// Tokens in the smoke run's sources.
+const TOKENS: u32 = 50;
 
 /// A wsproxy binary built earlier in this workspace, if any.
 fn wsproxy() -> Option<PathBuf> {
@@ -12,6 +16,10 @@ fn wsproxy() -> Option<PathBuf> {
         .iter()
         .map(|profile| target.join(profile).join("wsproxy"))
         .find(|path| path.is_file())
+}
+
+fn redis_server_installed() -> bool {
+    Command::new("redis-server").arg("--version").output().is_ok()
 }
 
 #[test]
@@ -44,12 +52,30 @@ fn every_scenario_runs_and_reports() {
         .arg("--proxy")
         .arg(format!("raw-relay={bench} relay 127.0.0.1:{{listen}} {{ws-target}}"));
     let with_wsproxy = wsproxy();
+    let with_redis = with_wsproxy.is_some() && redis_server_installed();
     if let Some(path) = &with_wsproxy {
+        let path = path.display();
         command
             .arg("--proxy")
-            .arg(format!("wsproxy={} 127.0.0.1:{{listen}} {{target}}", path.display()));
+            .arg(format!("wsproxy={path} 127.0.0.1:{{listen}} {{target}}"))
+            .args(["--tokens", &TOKENS.to_string(), "--token-proxy"])
+            .arg(format!(
+                "wsproxy={path} --token-plugin TokenFile --token-source {{token-file}} 127.0.0.1:{{listen}}"
+            ));
+        if with_redis {
+            command.arg("--token-proxy").arg(format!(
+                "wsproxy={path} --token-plugin TokenRedis --token-source {{redis}} 127.0.0.1:{{listen}}"
+            ));
+        }
     }
-    let output = command.output().expect("run wsproxy-bench");
+    let child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run wsproxy-bench");
+    // Where its token sources were (tokens::Tokens): gone once it has exited.
+    let token_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../target/bench-tokens.{}", child.id()));
+    let output = child.wait_with_output().expect("wait for wsproxy-bench");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stdout}\n{stderr}");
@@ -76,6 +102,32 @@ fn every_scenario_runs_and_reports() {
     assert_eq!(held["peers"]["raw-relay"]["median"], 50.0, "{held}");
     if with_wsproxy.is_some() {
         assert_eq!(held["peers"]["wsproxy"]["median"], 50.0, "{held}");
-        assert!(stdout.contains("targets (issue 5)"), "{stdout}");
+        assert!(stdout.contains("targets (issue 5"), "{stdout}");
+        let mut plugins = vec![("TokenFile", "connects_token_file")];
+        if with_redis {
+            plugins.push(("TokenRedis", "connects_token_redis"));
+        } else {
+            eprintln!("redis-server is not installed: TokenRedis not run");
+        }
+        for (plugin, key) in plugins {
+            assert!(
+                stdout.contains(&format!("connects, {plugin}, {TOKENS} tokens")),
+                "{stdout}"
+            );
+            assert!(
+                stdout.contains(&format!("{plugin} connects/s ≥")),
+                "no {plugin} target:\n{stdout}"
+            );
+            let row = report["metrics"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|m| m["key"] == key)
+                .unwrap();
+            let rate = row["peers"]["wsproxy"]["median"].as_f64().unwrap_or_default();
+            assert!(rate > 0.0, "{row}");
+            assert!(row["peers"]["wsproxy"]["ratio_to_connects"].is_f64(), "{row}");
+        }
+        assert!(!token_dir.exists(), "{} was left behind", token_dir.display());
     }
 }

@@ -18,14 +18,14 @@ use crate::transfer::{IO_SIZE, Progress, Transfer, receive_ws, send_ws};
 use crate::ws::{Event, FrameReader, MAX_HEADER, put_binary, send_close};
 
 pub async fn download(port: u16, tls: Option<&Arc<Tls>>, size: u64, progress: &Progress) -> Result<Transfer, String> {
-    let mut conn = Conn::open(port, tls, IO_SIZE).await?;
+    let mut conn = Conn::open(port, "/", tls, IO_SIZE).await?;
     let transfer = receive_ws(&mut conn.frames, size, progress).await?;
     conn.close().await;
     Ok(transfer)
 }
 
 pub async fn upload(port: u16, tls: Option<&Arc<Tls>>, size: u64, message: usize) -> Result<(), String> {
-    let mut conn = Conn::open(port, tls, IO_SIZE).await?;
+    let mut conn = Conn::open(port, "/", tls, IO_SIZE).await?;
     send_ws(&mut conn.writer, size, message, Some(&mut conn.masks)).await?;
     conn.close().await;
     Ok(())
@@ -42,11 +42,11 @@ pub struct Conn {
 }
 
 impl Conn {
-    /// Connects to 127.0.0.1:`port` (wss:// when `tls` is given) and upgrades; reads are at
-    /// most `read_size` bytes.
-    pub async fn open(port: u16, tls: Option<&Arc<Tls>>, read_size: usize) -> Result<Conn, String> {
+    /// Connects to 127.0.0.1:`port` (wss:// when `tls` is given) and upgrades, asking for
+    /// `path`; reads are at most `read_size` bytes.
+    pub async fn open(port: u16, path: &str, tls: Option<&Arc<Tls>>, read_size: usize) -> Result<Conn, String> {
         let mut stream = net::connect(port, tls).await?;
-        let leftover = handshake::client(&mut stream, port).await?;
+        let leftover = handshake::client(&mut stream, port, path).await?;
         let (reader, writer) = net::split(stream);
         Ok(Conn {
             frames: FrameReader::new(reader, &leftover, read_size, false),
