@@ -40,6 +40,7 @@ pub mod relay;
 pub mod reloading;
 pub mod route;
 pub mod server;
+pub mod sessions;
 pub mod target;
 pub mod tls;
 pub mod wrap;

@@ -1,0 +1,298 @@
+//! One handler per call; each documents itself for the OpenAPI document.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use http::header::{HOST, LOCATION};
+use http::{HeaderMap, StatusCode};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::Origin;
+use super::auth::Caller;
+use super::error::{ApiError, Code, ErrorBody};
+use crate::sessions::manager::{Manager, Refusal, may_use};
+use crate::sessions::registry::{Record, ReserveError};
+use crate::sessions::state::State as SessionState;
+use crate::sessions::time::rfc3339;
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ServiceView {
+    pub name: String,
+    pub count: u32,
+    /// Indexes free now.
+    pub free: u32,
+    /// Sessions starting, running or lingering.
+    pub running: u32,
+    /// Sessions reserved and not connected yet.
+    pub reserved: u32,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSession {
+    pub service: String,
+    /// Values for the service's options; each must match the option's pattern.
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SessionView {
+    pub id: String,
+    pub service: String,
+    pub user: String,
+    pub index: u32,
+    pub state: SessionState,
+    pub created_at: String,
+    /// While reserved: when it expires unless a client connects.
+    pub expires_at: Option<String>,
+    /// Open WebSocket connections.
+    pub clients: u32,
+    pub exit_code: Option<i32>,
+    pub reason: Option<String>,
+    /// The WebSocket token; only for the owner and admins.
+    pub token: Option<String>,
+    /// The generated VNC password; only for the owner and admins.
+    pub secret: Option<String>,
+    pub urls: Option<Urls>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Urls {
+    pub websocket: String,
+    /// The service's page on this wsproxy; it connects by itself, the secret in the fragment.
+    pub page: String,
+}
+
+fn view(
+    manager: &Manager,
+    record: &Record,
+    caller: &Caller,
+    host: Option<&str>,
+    origin: Option<Origin>,
+) -> SessionView {
+    let owner = caller.owns(&record.user);
+    let live = record.state.accepts_clients();
+    let urls = match (owner && live, host) {
+        (true, Some(host)) => {
+            let secure = origin.is_some_and(|o| o.secure);
+            let (ws, http) = if secure { ("wss", "https") } else { ("ws", "http") };
+            let page = manager.service(&record.service).map_or("vnc.html", |s| s.page.file());
+            let mut page_url = format!(
+                "{http}://{host}/{page}?autoconnect=1&path=websockify%3Ftoken%3D{}",
+                record.token
+            );
+            if let Some(secret) = &record.secret {
+                page_url.push_str(&format!("#password={secret}"));
+            }
+            Some(Urls {
+                websocket: format!("{ws}://{host}/websockify?token={}", record.token),
+                page: page_url,
+            })
+        }
+        _ => None,
+    };
+    SessionView {
+        id: record.id.clone(),
+        service: record.service.clone(),
+        user: record.user.clone(),
+        index: record.index,
+        state: record.state,
+        created_at: rfc3339(record.created_at),
+        expires_at: record.expires_at.map(rfc3339),
+        clients: record.clients,
+        exit_code: record.exit_code,
+        reason: record.reason.clone(),
+        token: (owner && live).then(|| record.token.clone()),
+        secret: if owner && live { record.secret.clone() } else { None },
+        urls,
+    }
+}
+
+fn host(headers: &HeaderMap) -> Option<&str> {
+    headers.get(HOST).and_then(|h| h.to_str().ok())
+}
+
+/// The services the caller may reserve, with what is free.
+#[utoipa::path(get, path = "/api/v1/services", responses(
+    (status = 200, body = Vec<ServiceView>),
+    (status = 401, body = ErrorBody),
+))]
+pub async fn list_services(State(manager): State<Arc<Manager>>, caller: Caller) -> Json<Vec<ServiceView>> {
+    let records = manager.list().await;
+    let views = manager
+        .services
+        .services
+        .iter()
+        .filter(|s| caller.admin || may_use(s, &caller.groups))
+        .map(|s| {
+            let live: Vec<&Record> = records
+                .iter()
+                .filter(|r| r.service == s.name && !r.state.is_ended())
+                .collect();
+            let reserved = live.iter().filter(|r| r.state == SessionState::Reserved).count() as u32;
+            ServiceView {
+                name: s.name.clone(),
+                count: s.count,
+                free: s.count.saturating_sub(live.len() as u32),
+                running: live.len() as u32 - reserved,
+                reserved,
+            }
+        })
+        .collect();
+    Json(views)
+}
+
+/// Reserves a session; the first WebSocket connection with its token launches it.
+#[utoipa::path(post, path = "/api/v1/sessions", request_body = CreateSession, responses(
+    (status = 201, body = SessionView, headers(("Location" = String, description = "the session's URL"))),
+    (status = 400, body = ErrorBody),
+    (status = 401, body = ErrorBody),
+    (status = 403, body = ErrorBody),
+    (status = 404, body = ErrorBody),
+    (status = 429, body = ErrorBody),
+    (status = 503, body = ErrorBody, headers(("Retry-After" = String))),
+))]
+pub async fn create_session(
+    State(manager): State<Arc<Manager>>,
+    caller: Caller,
+    origin: Option<axum::Extension<Origin>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let request: CreateSession = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            Code::BadRequest,
+            format!("the body must be JSON {{\"service\": NAME, \"options\": {{...}}}}: {e}"),
+        )
+    })?;
+    let record = manager
+        .reserve(
+            &request.service,
+            &caller.user,
+            &caller.groups,
+            caller.admin,
+            request.options,
+        )
+        .await
+        .map_err(|refusal| match refusal {
+            Refusal::UnknownService => ApiError::not_found(&format!("no service {:?}", request.service)),
+            Refusal::Forbidden => ApiError::forbidden(&format!("service {:?} is only for its groups", request.service)),
+            Refusal::BadOption(why) => ApiError::new(StatusCode::BAD_REQUEST, Code::BadOption, why),
+            Refusal::Limit(ReserveError::PerUserLimit { limit }) => ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                Code::PerUserLimit,
+                format!("{} already has {limit} session(s) of {}", caller.user, request.service),
+            ),
+            Refusal::Limit(ReserveError::Full { count }) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                Code::ServiceFull,
+                format!(
+                    "all {count} sessions of {} are in use; try again later",
+                    request.service
+                ),
+            ),
+        })?;
+    let location = format!("/api/v1/sessions/{}", record.id);
+    let body = view(&manager, &record, &caller, host(&headers), origin.map(|o| o.0));
+    Ok((StatusCode::CREATED, [(LOCATION, location)], Json(body)).into_response())
+}
+
+/// The caller's sessions (every session for admins), ended ones for at least 10 minutes.
+#[utoipa::path(get, path = "/api/v1/sessions", responses(
+    (status = 200, body = Vec<SessionView>),
+    (status = 401, body = ErrorBody),
+))]
+pub async fn list_sessions(
+    State(manager): State<Arc<Manager>>,
+    caller: Caller,
+    origin: Option<axum::Extension<Origin>>,
+    headers: HeaderMap,
+) -> Json<Vec<SessionView>> {
+    let origin = origin.map(|o| o.0);
+    let records = manager.list().await;
+    Json(
+        records
+            .iter()
+            .filter(|r| caller.owns(&r.user))
+            .map(|r| view(&manager, r, &caller, host(&headers), origin))
+            .collect(),
+    )
+}
+
+/// One session; its token and secret only for its owner and admins.
+#[utoipa::path(get, path = "/api/v1/sessions/{id}", params(("id" = String, Path)), responses(
+    (status = 200, body = SessionView),
+    (status = 401, body = ErrorBody),
+    (status = 404, body = ErrorBody),
+))]
+pub async fn get_session(
+    State(manager): State<Arc<Manager>>,
+    caller: Caller,
+    origin: Option<axum::Extension<Origin>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<SessionView>, ApiError> {
+    let record = manager
+        .get(&id)
+        .await
+        .ok_or_else(|| ApiError::not_found(&format!("no session {id:?}")))?;
+    Ok(Json(view(
+        &manager,
+        &record,
+        &caller,
+        host(&headers),
+        origin.map(|o| o.0),
+    )))
+}
+
+/// Stops a session: its command is stopped and its clients closed with 1001.
+#[utoipa::path(delete, path = "/api/v1/sessions/{id}", params(("id" = String, Path)), responses(
+    (status = 204),
+    (status = 401, body = ErrorBody),
+    (status = 403, body = ErrorBody),
+    (status = 404, body = ErrorBody),
+))]
+pub async fn delete_session(
+    State(manager): State<Arc<Manager>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let record = manager
+        .get(&id)
+        .await
+        .ok_or_else(|| ApiError::not_found(&format!("no session {id:?}")))?;
+    if !caller.owns(&record.user) {
+        return Err(ApiError::forbidden("only its owner or an admin may stop a session"));
+    }
+    manager
+        .stop(&id, "stopped through the API")
+        .await
+        .map_err(|_| ApiError::not_found(&format!("no session {id:?}")))?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Stops every session and the server (admin).
+#[utoipa::path(post, path = "/api/v1/shutdown", responses(
+    (status = 202),
+    (status = 401, body = ErrorBody),
+    (status = 403, body = ErrorBody),
+))]
+pub async fn shutdown(State(manager): State<Arc<Manager>>, caller: Caller) -> Result<StatusCode, ApiError> {
+    if !caller.admin {
+        return Err(ApiError::forbidden("shutdown needs the admin scope"));
+    }
+    tracing::info!("shutdown requested through the API by {}", caller.user);
+    manager.shutdown.cancel();
+    Ok(StatusCode::ACCEPTED)
+}
+
+pub async fn not_found() -> ApiError {
+    ApiError::not_found("no such API call; see /api/v1/openapi.json")
+}

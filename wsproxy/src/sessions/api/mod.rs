@@ -1,0 +1,60 @@
+//! The REST API under `/api/v1/` (JSON; on the main port, or on `--api-listen`): services,
+//! sessions, shutdown, and the OpenAPI 3 document generated from the handlers (utoipa).
+
+mod auth;
+mod error;
+mod handlers;
+
+use std::sync::Arc;
+
+use axum::Router;
+use utoipa::OpenApi;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::manager::Manager;
+
+/// How the request reached us: the scheme of the URLs handed back.
+#[derive(Debug, Clone, Copy)]
+pub struct Origin {
+    pub secure: bool,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "wsproxy sessions API", description = "Reserve consoles that launch on first connect"),
+    modifiers(&BearerScheme),
+    security(("bearer" = []))
+)]
+struct ApiDoc;
+
+struct BearerScheme;
+
+impl utoipa::Modify for BearerScheme {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme("bearer", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+    }
+}
+
+/// The API's router, with the OpenAPI document at `/api/v1/openapi.json`.
+pub fn router(manager: Arc<Manager>) -> Router {
+    let (router, document) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(handlers::list_services))
+        .routes(routes!(handlers::create_session, handlers::list_sessions))
+        .routes(routes!(handlers::get_session, handlers::delete_session))
+        .routes(routes!(handlers::shutdown))
+        .split_for_parts();
+    let document = Arc::new(document);
+    router
+        .route(
+            "/api/v1/openapi.json",
+            axum::routing::get(move || {
+                let document = document.clone();
+                async move { axum::Json((*document).clone()) }
+            }),
+        )
+        .fallback(handlers::not_found)
+        .with_state(manager)
+}

@@ -1,0 +1,324 @@
+//! Launching a session's command and knowing when it listens.
+//!
+//! The command runs in its own process group with a mark in its environment
+//! (`WSPROXY_SESSION=<wsproxy pid>:<session>`), its stdout and stderr go to wsproxy's log prefixed
+//! with the session id. Readiness is event-driven where it can be (librebind.so's report, the
+//! announce line) and then confirmed by connecting, polled from 5 ms up to 100 ms: never a fixed
+//! one-second sleep. The launch races the command's exit and `start_timeout`.
+//!
+//! No process of a session outlives wsproxy, even a SIGKILLed one: a guard process per session (a
+//! one-line `sh`, in its own process group) holds the read end of a pipe whose write end only
+//! wsproxy has. When wsproxy dies the pipe ends, and the guard kills the session's process group;
+//! a normal stop tells the guard "done" first. (A parent-death signal would reach only the direct
+//! child and fire when the spawning thread exits.)
+
+use std::io;
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use nix::unistd::Pid;
+use regex::Regex;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
+use tokio::net::{TcpStream, UnixStream};
+use tokio::process::{Child, ChildStdin, Command};
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::Target;
+use crate::wrap::spawn;
+
+/// The variable that marks every process of a session (value `<wsproxy pid>:<session id>`).
+pub const MARK_VAR: &str = "WSPROXY_SESSION";
+const FIRST_POLL: Duration = Duration::from_millis(5);
+const MAX_POLL: Duration = Duration::from_millis(100);
+
+pub struct Spec {
+    pub session: String,
+    pub argv: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub ready: Ready,
+    pub start_timeout: Duration,
+}
+
+/// Where the command will listen, as far as is known before it runs.
+pub enum Ready {
+    /// It binds `port`; librebind.so moves the bind to loopback and reports the address.
+    Rebind {
+        lib: PathBuf,
+        port: u16,
+    },
+    Tcp {
+        host: String,
+        port: u16,
+    },
+    Unix(PathBuf),
+    /// A line of its stdout names the address (`host` and `port` groups).
+    Announce(Regex),
+}
+
+/// Why a launch did not end listening.
+#[derive(Debug)]
+pub enum Failure {
+    CannotStart(io::Error),
+    Exited(ExitStatus),
+    NotListening(Duration),
+    Stopped,
+}
+
+impl Failure {
+    /// The session's `reason`, as the client's close frame says it too.
+    pub fn reason(&self) -> String {
+        match self {
+            Failure::CannotStart(e) => format!("cannot start the command: {e}"),
+            Failure::Exited(status) => format!("exited {}", describe(*status)),
+            Failure::NotListening(limit) => format!("did not listen within {} s", limit.as_secs()),
+            Failure::Stopped => "stopped before it listened".into(),
+        }
+    }
+
+    pub fn exit_code(&self) -> Option<i32> {
+        match self {
+            Failure::Exited(status) => Some(code(*status)),
+            _ => None,
+        }
+    }
+}
+
+/// "with status 3", "by signal 9".
+pub fn describe(status: ExitStatus) -> String {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("with status {code}"),
+        (None, Some(signal)) => format!("by signal {signal}"),
+        _ => format!("({status})"),
+    }
+}
+
+/// The exit code, or 128+signal as shells report it.
+pub fn code(status: ExitStatus) -> i32 {
+    status.code().or_else(|| status.signal().map(|s| 128 + s)).unwrap_or(-1)
+}
+
+/// A launched command that listens.
+pub struct Running {
+    child: Child,
+    pgid: Pid,
+    mark: String,
+    guard: Option<Guard>,
+    pub target: Target,
+}
+
+impl Running {
+    /// Resolves when the command (its group leader) exits.
+    pub async fn wait(&mut self) -> io::Result<ExitStatus> {
+        self.child.wait().await
+    }
+
+    /// Stops the whole group (SIGTERM, SIGKILL after `grace`) and releases the guard.
+    pub async fn stop(mut self, grace: Duration) {
+        spawn::stop_group(&mut self.child, self.pgid, &self.mark, grace).await;
+        if let Some(guard) = self.guard.take() {
+            guard.release().await;
+        }
+    }
+}
+
+/// Starts `spec` and waits until it listens, it exits, `start_timeout` passes or `stop` is
+/// cancelled; on failure everything it started is stopped (within `grace`).
+pub async fn launch(spec: Spec, stop: &CancellationToken, grace: Duration) -> Result<Running, Failure> {
+    let Some((program, args)) = spec.argv.split_first() else {
+        return Err(Failure::CannotStart(io::Error::other("empty command")));
+    };
+    let mark = format!("{MARK_VAR}={}:{}", std::process::id(), spec.session);
+    let mut command = Command::new(program);
+    command
+        .args(args)
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .env(MARK_VAR, mark.split_once('=').map_or("", |(_, v)| v))
+        .process_group(0)
+        .kill_on_drop(true)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let (mut child, reports) = match &spec.ready {
+        Ready::Rebind { lib, port } => {
+            let (child, reader) = spawn::rebound(command, lib, *port).map_err(Failure::CannotStart)?;
+            (child, Some(reader))
+        }
+        _ => (command.spawn().map_err(Failure::CannotStart)?, None),
+    };
+    let Some(pgid) = child.id().and_then(|id| i32::try_from(id).ok()).map(Pid::from_raw) else {
+        return Err(Failure::CannotStart(io::Error::other("the command ended at once")));
+    };
+    let guard = Guard::start(pgid)
+        .map_err(|e| {
+            warn!(
+                "session {}: no guard process ({e}); a SIGKILLed wsproxy would leave it",
+                spec.session
+            )
+        })
+        .ok();
+    info!(
+        "session {}: started {:?} (process group {pgid})",
+        spec.session, spec.argv
+    );
+
+    // Output to the log; the announce rule also watches stdout for its line.
+    let (announced, mut announcement) = watch::channel(None::<(String, u16)>);
+    let announce = match &spec.ready {
+        Ready::Announce(regex) => Some(regex.clone()),
+        _ => None,
+    };
+    if let Some(stdout) = child.stdout.take() {
+        tokio::spawn(log_lines(stdout, spec.session.clone(), announce, Some(announced)));
+    }
+    if let Some(stderr) = child.stderr.take() {
+        tokio::spawn(log_lines(stderr, spec.session.clone(), None, None));
+    }
+    let (reported, mut report) = watch::channel(None::<std::net::SocketAddr>);
+    if let Some(reader) = reports {
+        tokio::spawn(read_reports(reader, reported));
+    }
+
+    let deadline = Instant::now() + spec.start_timeout;
+    let listening = async {
+        let target = match &spec.ready {
+            Ready::Rebind { .. } => {
+                let addr = report.wait_for(Option::is_some).await.ok().and_then(|a| *a);
+                let addr = addr.ok_or_else(|| io::Error::other("the report pipe closed"))?;
+                Target::Tcp {
+                    host: addr.ip().to_string(),
+                    port: addr.port(),
+                }
+            }
+            Ready::Tcp { host, port } => Target::Tcp {
+                host: host.clone(),
+                port: *port,
+            },
+            Ready::Unix(path) => Target::Unix(path.clone()),
+            Ready::Announce(_) => {
+                let found = announcement
+                    .wait_for(Option::is_some)
+                    .await
+                    .ok()
+                    .and_then(|a| a.clone());
+                let (host, port) = found.ok_or_else(|| io::Error::other("stdout closed without the announce line"))?;
+                Target::Tcp { host, port }
+            }
+        };
+        accepts(&target).await;
+        Ok::<Target, io::Error>(target)
+    };
+    let failure = tokio::select! {
+        ready = listening => match ready {
+            Ok(target) => {
+                return Ok(Running { child, pgid, mark, guard, target });
+            }
+            // The report pipe or stdout closed: the command exited or is about to.
+            Err(_) => match tokio::time::timeout_at(deadline, child.wait()).await {
+                Ok(Ok(status)) => Failure::Exited(status),
+                _ => Failure::NotListening(spec.start_timeout),
+            },
+        },
+        status = child.wait() => match status {
+            Ok(status) => Failure::Exited(status),
+            Err(e) => Failure::CannotStart(e),
+        },
+        () = tokio::time::sleep_until(deadline) => Failure::NotListening(spec.start_timeout),
+        () = stop.cancelled() => Failure::Stopped,
+    };
+    spawn::stop_group(&mut child, pgid, &mark, grace).await;
+    if let Some(guard) = guard {
+        guard.release().await;
+    }
+    Err(failure)
+}
+
+/// Connects until the target accepts, polling from 5 ms up to 100 ms (the caller bounds it).
+async fn accepts(target: &Target) {
+    let mut pause = FIRST_POLL;
+    loop {
+        let ok = match target {
+            Target::Tcp { host, port } => TcpStream::connect((host.as_str(), *port)).await.is_ok(),
+            Target::Unix(path) => UnixStream::connect(path).await.is_ok(),
+            Target::Wrapped { .. } => true,
+        };
+        if ok {
+            return;
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(MAX_POLL);
+    }
+}
+
+/// Logs each line as `session ID: line`; with `announce`, publishes the first matching address.
+async fn log_lines(
+    stream: impl AsyncRead + Unpin,
+    session: String,
+    announce: Option<Regex>,
+    announced: Option<watch::Sender<Option<(String, u16)>>>,
+) {
+    let mut reader = BufReader::new(stream);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match reader.read_until(b'\n', &mut line).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        let text = String::from_utf8_lossy(&line);
+        let text = text.trim_end();
+        info!("session {session}: {text}");
+        if let (Some(regex), Some(sender)) = (&announce, &announced)
+            && sender.borrow().is_none()
+            && let Some(found) = regex.captures(text)
+            && let (Some(host), Some(port)) = (found.name("host"), found.name("port"))
+            && let Ok(port) = port.as_str().parse::<u16>()
+        {
+            sender.send_replace(Some((host.as_str().to_owned(), port)));
+        }
+    }
+}
+
+async fn read_reports(reader: tokio::net::unix::pipe::Receiver, reported: watch::Sender<Option<std::net::SocketAddr>>) {
+    let mut lines = BufReader::new(reader).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        if let Ok(addr) = line.trim().parse() {
+            reported.send_replace(Some(addr));
+        }
+    }
+}
+
+/// The process that kills the session's group if wsproxy dies (see the module docs).
+struct Guard {
+    stdin: ChildStdin,
+    child: Child,
+}
+
+impl Guard {
+    fn start(pgid: Pid) -> io::Result<Guard> {
+        let mut child = Command::new("sh")
+            .args([
+                "-c",
+                r#"read -r line; [ "$line" = done ] || kill -KILL -- -"$1" 2>/dev/null"#,
+                "wsproxy-session-guard",
+                &pgid.to_string(),
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()?;
+        let stdin = child.stdin.take().ok_or_else(|| io::Error::other("no stdin"))?;
+        Ok(Guard { stdin, child })
+    }
+
+    async fn release(mut self) {
+        let _ = self.stdin.write_all(b"done\n").await;
+        drop(self.stdin);
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.child.wait()).await;
+    }
+}
