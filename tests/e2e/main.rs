@@ -7,6 +7,7 @@ mod http;
 mod lifecycle;
 mod real_servers;
 mod relay;
+mod sessions;
 mod tokens;
 mod util;
 mod wrap;

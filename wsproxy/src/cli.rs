@@ -178,6 +178,19 @@ pub struct Cli {
     #[arg(long, value_name = "ARG")]
     pub auth_source: Option<String>,
 
+    /// On-demand sessions: the services FILE (TOML) says what may be launched; a REST API under
+    /// /api/v1/ reserves sessions, and the first connection with a session's token launches it
+    #[arg(long, value_name = "FILE")]
+    pub sessions: Option<PathBuf>,
+
+    /// Serve the sessions API on ADDR (host:port) instead of the main port
+    #[arg(long, value_name = "ADDR", requires = "sessions")]
+    pub api_listen: Option<String>,
+
+    /// Append one JSON line per session event to FILE (reserve, launch, ready, connect, ...)
+    #[arg(long, value_name = "FILE", requires = "sessions")]
+    pub audit_log: Option<PathBuf>,
+
     /// Ping the client every INTERVAL seconds; close sessions that stop answering (0 = off)
     #[arg(long, value_name = "INTERVAL", default_value_t = 0)]
     pub heartbeat: u64,

@@ -11,6 +11,7 @@ use crate::cli::{Cli, SslVersion, WrapMode};
 use crate::http::web::StaticFiles;
 use crate::relay;
 use crate::route::{Plugin, Route, TokenFrom, TokenRoute};
+use crate::sessions::manager::Manager;
 use crate::tls::{self, MinTlsVersion, ServerTls};
 
 /// Where wsproxy accepts connections.
@@ -80,6 +81,10 @@ pub struct Config {
     pub auth: Option<Auth>,
     /// `--web-auth`: the static files are behind `auth` too.
     pub web_auth: bool,
+    /// `--sessions FILE`: the on-demand sessions and their API.
+    pub sessions: Option<Arc<Manager>>,
+    /// `--api-listen`: the API's own address (else the API is on the main port).
+    pub api_listen: Option<Listen>,
     pub wrap: Option<Wrap>,
     pub tls: Option<Arc<rustls::ServerConfig>>,
     pub ssl_only: bool,
@@ -173,7 +178,7 @@ impl TryFrom<Cli> for Config {
     type Error = String;
 
     fn try_from(cli: Cli) -> Result<Self, String> {
-        let (tokens, auth) = plugins(&cli)?;
+        let (mut tokens, auth) = plugins(&cli)?;
         let takes_listen = cli.unix_listen.is_none() && !cli.inetd;
         let wrapping = !cli.wrap_command.is_empty();
         if tokens.is_some() && (wrapping || cli.unix_target.is_some()) {
@@ -182,6 +187,26 @@ impl TryFrom<Cli> for Config {
                     .into(),
             );
         }
+        let sessions = match &cli.sessions {
+            Some(file) => {
+                if tokens.is_some() || wrapping || cli.unix_target.is_some() {
+                    return Err(
+                        "--sessions names the targets: it cannot be combined with --token-plugin, --unix-target or a \
+                         wrapped command"
+                            .into(),
+                    );
+                }
+                let file = absolute(file)?;
+                tokens = Some(Route::Sessions(file.clone()));
+                Some(sessions_manager(&file, cli.audit_log.as_deref())?)
+            }
+            None => None,
+        };
+        let api_listen = cli
+            .api_listen
+            .as_deref()
+            .map(|addr| parse_listen(addr, cli.prefer_ipv6).map(Listen::Tcp))
+            .transpose()?;
         let takes_target = cli.unix_target.is_none() && !wrapping && tokens.is_none();
         let wanted = usize::from(takes_listen) + usize::from(takes_target);
         let mut args = cli.positional.iter();
@@ -213,7 +238,7 @@ impl TryFrom<Cli> for Config {
             None
         };
         let route = match (tokens, &cli.unix_target, target_arg, &wrap) {
-            (Some(tokens), ..) => tokens,
+            (Some(route), ..) => route,
             (None, _, _, Some(wrap)) => Route::Static(Target::Wrapped { port: wrap.port }),
             (None, Some(path), _, None) => Route::Static(Target::Unix(absolute(path)?)),
             (None, None, Some(arg), None) => Route::Static(parse_target(arg)?),
@@ -284,6 +309,8 @@ impl TryFrom<Cli> for Config {
             route,
             auth,
             web_auth: cli.web_auth,
+            sessions,
+            api_listen,
             wrap,
             tls,
             ssl_only: cli.ssl_only,
@@ -312,6 +339,25 @@ impl TryFrom<Cli> for Config {
             },
         })
     }
+}
+
+/// `--sessions FILE`: the services, librebind.so when a service needs it, the audit log.
+fn sessions_manager(file: &Path, audit: Option<&Path>) -> Result<Arc<Manager>, String> {
+    let services = crate::sessions::services::load(file)?;
+    let needs_lib = services
+        .services
+        .iter()
+        .any(|s| matches!(s.target, crate::sessions::services::TargetRule::Rebind));
+    let lib = if needs_lib {
+        let exe = std::env::current_exe().map_err(|e| format!("cannot find the wsproxy executable: {e}"))?;
+        let lib = crate::wrap::preload::locate(&exe, std::env::var_os("WSPROXY_REBIND_LIB").as_deref(), Path::exists)?;
+        Some(absolute(&lib)?)
+    } else {
+        None
+    };
+    let audit = crate::sessions::audit::Audit::open(audit.map(absolute).transpose()?.as_deref())?;
+    let registry = Box::new(crate::sessions::registry::Memory::default());
+    Ok(Arc::new(Manager::new(services, registry, lib, audit)))
 }
 
 /// Wrap mode: which port the command binds, and where librebind.so is.

@@ -7,12 +7,22 @@ use http::{HeaderMap, StatusCode, Uri};
 
 use crate::auth::Peer;
 use crate::http::reject::Reject;
-use crate::route::Resolved;
+use std::sync::Arc;
+
+use crate::route::{Destination, Resolved, TokenLabel, query_token};
 use crate::server::Shared;
+use crate::sessions::manager::Manager;
 
 /// A WebSocket upgrade request: its target, or the answer that refuses it.
 pub async fn admit_upgrade(shared: &Shared, peer: &Peer, uri: &Uri, headers: &HeaderMap) -> Result<Resolved, Reject> {
     throttled(shared, peer)?;
+    if let Some(sessions) = &shared.config.sessions {
+        // Auth first: a session's first connection launches its command.
+        if let Some(auth) = &shared.config.auth {
+            count(shared, peer, auth.check(headers, peer).await)?;
+        }
+        return count(shared, peer, session(sessions, peer, uri).await);
+    }
     let resolved = shared.config.route.resolve(uri, headers).await;
     let checked = match resolved {
         Ok(resolved) => match &shared.config.auth {
@@ -22,6 +32,27 @@ pub async fn admit_upgrade(shared: &Shared, peer: &Peer, uri: &Uri, headers: &He
         Err(reject) => Err(reject),
     };
     count(shared, peer, checked)
+}
+
+/// `?token=` of an on-demand session: a lease on it (the first one launches its command).
+async fn session(sessions: &Arc<Manager>, peer: &Peer, uri: &Uri) -> Result<Resolved, Reject> {
+    let Some(token) = query_token(uri.query()) else {
+        return Err(Reject::new(
+            StatusCode::BAD_REQUEST,
+            "No token: add ?token=TOKEN (the session's token from the API) to the WebSocket URL",
+        ));
+    };
+    let label = TokenLabel::of(&token);
+    match sessions.attach(&token, peer.ip).await {
+        Some(lease) => Ok(Resolved {
+            destination: Destination::Session(lease),
+            token: Some(label),
+        }),
+        None => {
+            tracing::info!("refused {label}: no live session has it");
+            Err(Reject::new(StatusCode::NOT_FOUND, "Unknown token: no such session, or it has ended").guessing())
+        }
+    }
 }
 
 /// A static-file request under `--web-auth`.

@@ -47,7 +47,7 @@ pub mod wrap;
 
 /// Serves until SIGINT or SIGTERM (or a lifecycle option, or in wrap mode the command) ends it.
 /// Returns the exit code: 0, or under `--wrap-mode=exit` the command's.
-pub async fn run(config: config::Config, bound: listener::Bound) -> Result<u8, String> {
+pub async fn run(config: config::Config, bound: listener::Bound, api: Option<listener::Bound>) -> Result<u8, String> {
     use tokio::signal::unix::{SignalKind, signal};
     use tokio_util::sync::CancellationToken;
     let mut term = signal(SignalKind::terminate()).map_err(|e| format!("cannot watch SIGTERM: {e}"))?;
@@ -65,7 +65,7 @@ pub async fn run(config: config::Config, bound: listener::Bound) -> Result<u8, S
         stop_command.cancel();
     };
     let Some(wrap) = config.wrap.clone() else {
-        return server::run(config, bound, None, shutdown).await.map(|()| 0);
+        return server::run(config, bound, api, None, shutdown).await.map(|()| 0);
     };
     let (addr, wrapped) = tokio::sync::watch::channel(None);
     let grace = config.shutdown_grace;
@@ -75,7 +75,7 @@ pub async fn run(config: config::Config, bound: listener::Bound) -> Result<u8, S
         code
     };
     let server = async {
-        let served = server::run(config, bound, Some(wrapped), shutdown).await;
+        let served = server::run(config, bound, api, Some(wrapped), shutdown).await;
         stop_command.cancel();
         served
     };

@@ -33,11 +33,18 @@ fn main() -> ExitCode {
         Ok(bound) => bound,
         Err(msg) => return fail(&msg, EX_CONFIG),
     };
+    let api = match config.api_listen.as_ref().map(listener::bind).transpose() {
+        Ok(api) => api,
+        Err(msg) => return fail(&format!("--api-listen: {msg}"), EX_CONFIG),
+    };
     eprintln!(
         "wsproxy: listening on {}, relaying to {}",
         bound.describe(),
         config.route
     );
+    if let Some(api) = &api {
+        eprintln!("wsproxy: sessions API on http://{}/api/v1/", api.describe());
+    }
     if config.daemon
         && let Err(e) = nix::unistd::daemon(false, false)
     {
@@ -51,7 +58,7 @@ fn main() -> ExitCode {
         Ok(runtime) => runtime,
         Err(e) => return fail(&format!("cannot start the runtime: {e}"), 1),
     };
-    match runtime.block_on(wsproxy::run(config, bound)) {
+    match runtime.block_on(wsproxy::run(config, bound, api)) {
         Ok(code) => ExitCode::from(code),
         Err(msg) => fail(&msg, 1),
     }

@@ -46,6 +46,8 @@ pub struct Shared {
     pub wrapped: Option<WrappedAddr>,
     /// Addresses that keep presenting unknown tokens or failing auth.
     pub throttle: Throttle,
+    /// `--sessions`: the REST API, on the main port unless `--api-listen` gives it its own.
+    pub api: Option<axum::Router>,
     activity: watch::Sender<Activity>,
 }
 
@@ -70,6 +72,7 @@ impl Shared {
 pub async fn run(
     config: Config,
     bound: Bound,
+    api_bound: Option<Bound>,
     wrapped: Option<WrappedAddr>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), String> {
@@ -84,14 +87,28 @@ pub async fn run(
         since: Instant::now(),
     });
     let stop_rules = lifecycle(watcher, config.run_once, config.timeout, config.idle_timeout);
+    let sessions = config.sessions.clone();
+    let api = sessions.clone().map(crate::sessions::api::router);
+    let api_elsewhere = api_bound.is_some();
     let shared = Arc::new(Shared {
         tls: config.tls.clone().map(TlsAcceptor::from),
         config,
         cancel: CancellationToken::new(),
         wrapped,
         throttle: Throttle::default(),
+        api: api.clone().filter(|_| !api_elsewhere),
         activity,
     });
+    let api_server = match (api_bound, api) {
+        (Some(bound), Some(api)) => Some(tokio::spawn(serve_api(bound, api, shared.cancel.clone()))),
+        _ => None,
+    };
+    let api_shutdown = async {
+        match &sessions {
+            Some(sessions) => sessions.shutdown.cancelled().await,
+            None => std::future::pending().await,
+        }
+    };
     let permits = Arc::new(Semaphore::new(max));
     let tracker = TaskTracker::new();
     let ids = AtomicU64::new(1);
@@ -99,6 +116,7 @@ pub async fn run(
         tokio::select! {
             () = shutdown => info!("stopping: closing sessions (grace {grace:?})"),
             () = stop_rules => {},
+            () = api_shutdown => info!("stopping (asked through the API): closing sessions (grace {grace:?})"),
         }
     });
     let mut backoff = MIN_BACKOFF;
@@ -150,6 +168,12 @@ pub async fn run(
     }
     tracker.close();
     shared.cancel.cancel();
+    if let Some(sessions) = &sessions {
+        sessions.stop_all().await;
+    }
+    if let Some(api_server) = api_server {
+        api_server.abort();
+    }
     if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
         warn!(
             "{} connection(s) did not close within {grace:?}; dropping them",
@@ -157,6 +181,44 @@ pub async fn run(
         );
     }
     Ok(())
+}
+
+/// `--api-listen`: plain HTTP, the API only, until the server stops.
+async fn serve_api(bound: Bound, api: axum::Router, cancel: CancellationToken) {
+    let mut listener = match Listener::register(bound) {
+        Ok(listener) => listener,
+        Err(e) => return warn!("cannot use the API's listening socket: {e}"),
+    };
+    loop {
+        let accepted = tokio::select! {
+            () = cancel.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(Some(accepted)) => accepted,
+            Ok(None) => return,
+            Err(e) => {
+                warn!("API accept failed: {e}");
+                tokio::time::sleep(MAX_BACKOFF).await;
+                continue;
+            }
+        };
+        let api = api.clone();
+        let cancel = cancel.clone();
+        tokio::spawn(
+            async move {
+                let service =
+                    hyper::service::service_fn(move |req| crate::http::session::api_call(api.clone(), false, req));
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+                tokio::select! {
+                    _ = conn => {},
+                    () = cancel.cancelled() => {},
+                }
+            }
+            .instrument(info_span!("api", peer = %peer)),
+        );
+    }
 }
 
 /// Resolves when `--run-once`, `--timeout` or `--idle-timeout` says the server is done.

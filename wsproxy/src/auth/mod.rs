@@ -26,6 +26,8 @@ pub struct Peer {
     pub ip: Option<IpAddr>,
     /// The common name of a verified client certificate (`--verify-client`), never a header.
     pub cert_cn: Option<String>,
+    /// The connection is TLS (the API's URLs say wss:// and https://).
+    pub tls: bool,
 }
 
 pub enum Auth {

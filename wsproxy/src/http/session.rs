@@ -27,7 +27,7 @@ use crate::listener::Plain;
 use crate::relay::Relay;
 use crate::relay::frame::{ControlFrame, close};
 use crate::relay::tap::Tap;
-use crate::route::Resolved;
+use crate::route::{Destination, Resolved};
 use crate::server::Shared;
 use crate::target;
 
@@ -80,7 +80,7 @@ pub async fn serve(shared: Arc<Shared>, stream: Plain, id: u64, _permit: OwnedSe
             // idle session holds 8 KiB more (measured by `wsproxy-bench idle`: 7.15 → 3.09 KiB per session).
             let early = parts.read_buf.to_vec();
             drop(parts.read_buf);
-            relay(&shared, parts.io.into_inner(), &early, id, &resolved).await
+            relay(&shared, parts.io.into_inner(), &early, id, resolved).await
         }
         Err(_) => warn!("internal error: upgraded connection has an unexpected type"),
     }
@@ -139,6 +139,21 @@ async fn peek_unix(stream: &UnixStream) -> io::Result<Option<u8>> {
     }
 }
 
+/// One REST API call, answered by the sessions API's router.
+pub async fn api_call(api: axum::Router, secure: bool, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+    let (method, uri) = (req.method().clone(), req.uri().clone());
+    let mut req = req.map(axum::body::Body::new);
+    req.extensions_mut().insert(crate::sessions::api::Origin { secure });
+    let response = match api.oneshot(req).await {
+        Ok(response) => response,
+        Err(never) => match never {},
+    };
+    debug!("{method} {uri} {}", response.status().as_u16());
+    Ok(response.map(|body| body.map_err(std::io::Error::other).boxed_unsync()))
+}
+
 /// An accepted upgrade: the connection hyper hands over, and where it goes.
 struct Upgrade {
     pending: OnUpgrade,
@@ -160,7 +175,11 @@ fn peer_of(shared: &Shared, client: &ClientStream) -> Peer {
             .and_then(crate::auth::common_name),
         _ => None,
     };
-    Peer { ip, cert_cn }
+    Peer {
+        ip,
+        cert_cn,
+        tls: matches!(client, Either::Right(_)),
+    }
 }
 
 fn tcp_ip(plain: &Plain) -> Option<std::net::IpAddr> {
@@ -177,6 +196,12 @@ async fn respond(
     upgrade: Arc<Mutex<Option<Upgrade>>>,
     mut req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
+    if let Some(api) = &shared.api
+        && req.uri().path().starts_with("/api/")
+    {
+        let secure = shared.tls.is_some() && peer.tls;
+        return api_call(api.clone(), secure, req).await;
+    }
     let response = if handshake::is_upgrade(req.method(), req.headers()) {
         let response = handshake::accept(req.headers());
         if response.status() != StatusCode::SWITCHING_PROTOCOLS {
@@ -215,27 +240,40 @@ async fn respond(
     Ok(response)
 }
 
+/// How long an on-demand session's target may be at end of stream before the relay closes with 1000
+/// anyway: the session's end (its command exited: 1011 and the status) usually comes in milliseconds.
+const SESSION_EOF_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The WebSocket session: connect to the target, relay, log one line at open and one at close.
-async fn relay(shared: &Shared, mut client: ClientStream, early: &[u8], id: u64, resolved: &Resolved) {
+async fn relay(shared: &Shared, mut client: ClientStream, early: &[u8], id: u64, resolved: Resolved) {
     let config = &shared.config;
     shared.session_opened();
     let started = Instant::now();
-    let named = match &resolved.token {
-        Some(label) => format!("{} ({label})", resolved.target),
-        None => resolved.target.to_string(),
+    let named = resolved.to_string();
+    let lease = match &resolved.destination {
+        Destination::Session(lease) => Some(lease),
+        Destination::Target(_) => None,
     };
-    let target = match target::connect(&resolved.target, config.target_tls.as_ref(), shared.wrapped.as_ref()).await {
+    let connected = match &resolved.destination {
+        Destination::Target(target) => target::connect(target, config.target_tls.as_ref(), shared.wrapped.as_ref())
+            .await
+            .map_err(|e| {
+                (
+                    format!("cannot connect to target {named}: {e}"),
+                    "Failed to connect to downstream server".to_owned(),
+                )
+            }),
+        Destination::Session(lease) => lease
+            .connect()
+            .await
+            .map_err(|reason| (format!("{named}: {reason}"), reason)),
+    };
+    let target = match connected {
         Ok(target) => target,
-        Err(e) => {
-            warn!("cannot connect to target {named}: {e}");
+        Err((log, reason)) => {
+            warn!("{log}");
             // As websockify: the handshake already succeeded, so the failure is a close frame.
-            refuse(
-                &mut client,
-                close::INTERNAL_ERROR,
-                "Failed to connect to downstream server",
-                config.relay.close_timeout,
-            )
-            .await;
+            refuse(&mut client, close::INTERNAL_ERROR, &reason, config.relay.close_timeout).await;
             shared.session_closed();
             return;
         }
@@ -246,14 +284,38 @@ async fn relay(shared: &Shared, mut client: ClientStream, early: &[u8], id: u64,
         None
     });
     let mut relay = Relay::new(client, target, early, config.relay, tap);
+    if lease.is_some() {
+        relay.hold_target_eof();
+    }
     let mut cancelled = std::pin::pin!(shared.cancel.cancelled());
+    let mut ended = std::pin::pin!(async {
+        match lease {
+            Some(lease) => lease.ended().await,
+            None => std::future::pending().await,
+        }
+    });
+    let mut eof_wait: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
     let mut going_away = false;
+    let mut session_over = false;
     let report = poll_fn(|cx| {
         if !going_away && cancelled.as_mut().poll(cx).is_ready() {
             going_away = true;
             relay.go_away();
         }
-        relay.poll_relay(cx)
+        if !session_over && let std::task::Poll::Ready((code, reason)) = ended.as_mut().poll(cx) {
+            session_over = true;
+            relay.session_ended(code, &reason);
+        }
+        let polled = relay.poll_relay(cx);
+        if polled.is_pending() && relay.target_eof_held() && !session_over {
+            let wait = eof_wait.get_or_insert_with(|| Box::pin(tokio::time::sleep(SESSION_EOF_GRACE)));
+            if wait.as_mut().poll(cx).is_ready() {
+                session_over = true;
+                relay.target_closed();
+                return relay.poll_relay(cx);
+            }
+        }
+        polled
     })
     .await;
     info!(

@@ -57,6 +57,7 @@ pub enum End {
     Refused(Violation),
     HeartbeatTimeout,
     Shutdown,
+    SessionEnded(String),
 }
 
 impl fmt::Display for End {
@@ -74,6 +75,7 @@ impl fmt::Display for End {
             End::Refused(v) => write!(f, "refused client frame ({} {})", v.code, v.reason),
             End::HeartbeatTimeout => write!(f, "client stopped answering heartbeat pings"),
             End::Shutdown => write!(f, "server shutting down"),
+            End::SessionEnded(reason) => write!(f, "session ended: {reason}"),
         }
     }
 }
@@ -159,6 +161,9 @@ pub struct Relay<C, T> {
     end: Option<End>,
     /// A heartbeat ping was sent; the client must send something before the next one is due.
     ping_outstanding: bool,
+    /// The target's end of stream waits for the owner to say how to close (`hold_target_eof`).
+    hold_eof: bool,
+    eof_held: bool,
     /// Next heartbeat, or the deadline for the client's close reply once closing.
     timer: Option<Pin<Box<Sleep>>>,
     tap: Option<Box<Tap>>,
@@ -219,6 +224,8 @@ where
             changed: false,
             end: None,
             ping_outstanding: false,
+            hold_eof: false,
+            eof_held: false,
             timer,
             tap,
             to_target: 0,
@@ -231,6 +238,27 @@ where
     /// Starts a clean close with 1001, for server shutdown.
     pub fn go_away(&mut self) {
         self.begin_close(close::GOING_AWAY, "Server shutting down", End::Shutdown);
+    }
+
+    /// Starts a clean close with `code` because the session behind the target ended.
+    pub fn session_ended(&mut self, code: u16, reason: &str) {
+        self.begin_close(code, reason, End::SessionEnded(reason.to_owned()));
+    }
+
+    /// The target's end of stream no longer closes with 1000 at once: the owner learns of it from
+    /// `target_eof_held` and closes with `session_ended` (an on-demand session's command that
+    /// exited gets 1011 and its exit status) or `target_closed`.
+    pub fn hold_target_eof(&mut self) {
+        self.hold_eof = true;
+    }
+
+    pub fn target_eof_held(&self) -> bool {
+        self.eof_held
+    }
+
+    /// The close the target's end of stream gives when nothing else is known.
+    pub fn target_closed(&mut self) {
+        self.begin_close(close::NORMAL, "Target closed", End::TargetClosed);
     }
 
     /// Drives both directions; ready when the session is over.
@@ -552,7 +580,13 @@ where
                 }
                 Poll::Ready(Err(e)) => self.target_failed(e),
                 Poll::Ready(Ok(())) if read.filled().is_empty() => {
-                    self.begin_close(close::NORMAL, "Target closed", End::TargetClosed);
+                    if self.hold_eof {
+                        self.eof_held = true;
+                        down.reading = false;
+                        down.buf.release();
+                        return Poll::Pending;
+                    }
+                    self.target_closed();
                 }
                 Poll::Ready(Ok(())) => {
                     let n = read.filled().len();

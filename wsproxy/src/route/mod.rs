@@ -26,6 +26,7 @@ use http::{HeaderMap, StatusCode, Uri};
 
 use crate::config::{Target, parse_target};
 use crate::http::reject::Reject;
+use crate::sessions::manager::Lease;
 
 pub use token_file::parse_line;
 
@@ -131,6 +132,8 @@ pub enum Route {
     /// One target for every request (the command line's, or the wrapped command's).
     Static(Target),
     Tokens(TokenRoute),
+    /// `--sessions FILE`: tokens name on-demand sessions (`crate::sessions`).
+    Sessions(PathBuf),
 }
 
 pub struct TokenRoute {
@@ -159,6 +162,7 @@ impl fmt::Display for Route {
                     tokens.source
                 )
             }
+            Route::Sessions(file) => write!(f, "the on-demand sessions of {}", file.display()),
         }
     }
 }
@@ -168,7 +172,7 @@ impl Route {
     pub fn static_target(&self) -> Option<&Target> {
         match self {
             Route::Static(target) => Some(target),
-            Route::Tokens(_) => None,
+            Route::Tokens(_) | Route::Sessions(_) => None,
         }
     }
 
@@ -177,11 +181,17 @@ impl Route {
         let tokens = match self {
             Route::Static(target) => {
                 return Ok(Resolved {
-                    target: target.clone(),
+                    destination: Destination::Target(target.clone()),
                     token: None,
                 });
             }
             Route::Tokens(tokens) => tokens,
+            Route::Sessions(_) => {
+                return Err(Reject::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "sessions are resolved by the gate",
+                ));
+            }
         };
         let token = match tokens.from {
             TokenFrom::Query => query_token(uri.query()),
@@ -197,7 +207,7 @@ impl Route {
         let label = TokenLabel::of(&token);
         match tokio::time::timeout(tokens.timeout, tokens.lookup.lookup(&token)).await {
             Ok(Ok(target)) => Ok(Resolved {
-                target,
+                destination: Destination::Target(target),
                 token: Some(label),
             }),
             Ok(Err(LookupError::Unknown(reason))) => {
@@ -223,11 +233,29 @@ impl Route {
     }
 }
 
-/// A request's target, and the token that named it (for the log).
-#[derive(Debug, Clone)]
+/// Where a request goes, and the token that named it (for the log).
 pub struct Resolved {
-    pub target: Target,
+    pub destination: Destination,
     pub token: Option<TokenLabel>,
+}
+
+/// A target to connect to, or an on-demand session (launched on its first connection).
+pub enum Destination {
+    Target(Target),
+    Session(Lease),
+}
+
+impl fmt::Display for Resolved {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.destination {
+            Destination::Target(target) => target.fmt(f)?,
+            Destination::Session(lease) => write!(f, "session {}", lease.session())?,
+        }
+        match &self.token {
+            Some(label) => write!(f, " ({label})"),
+            None => Ok(()),
+        }
+    }
 }
 
 /// How logs name a token: a short hash, so a log never lets anyone in.

@@ -303,7 +303,7 @@ impl Guard {
         let mut child = Command::new("sh")
             .args([
                 "-c",
-                r#"read -r line; [ "$line" = done ] || kill -KILL -- -"$1" 2>/dev/null"#,
+                r#"read -r line; [ "$line" = done ] || kill -KILL -"$1" 2>/dev/null"#,
                 "wsproxy-session-guard",
                 &pgid.to_string(),
             ])

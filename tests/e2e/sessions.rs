@@ -1,0 +1,544 @@
+//! On-demand sessions on the real binary with real commands: the REST API, launch on first
+//! connect (shared by every window), stop when the last one leaves, expiry, failures, DELETE,
+//! shutdown, and no process left behind even when wsproxy is SIGKILLed.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::util::*;
+
+/// An echo server in Python: `tcp PORT` binds 0.0.0.0:PORT (librebind.so moves it), `unix PATH`,
+/// `announce` binds a kernel-chosen loopback port and prints it the way a job script would;
+/// `exit N` exits at once with N; `sleep` never listens; `later S` serves, then exits 3 after S s.
+const ECHO: &str = r#"
+import os, socket, sys, threading, time
+mode = sys.argv[1]
+if mode == "exit":
+    sys.exit(int(sys.argv[2]))
+if mode == "sleep":
+    time.sleep(600)
+if mode == "unix":
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(sys.argv[2])
+elif mode == "announce":
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+else:
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", int(sys.argv[2])))
+s.listen(16)
+if mode == "announce":
+    print("PA_REMOTE_CONNECTION;job42;vnc;127.0.0.1:%d" % s.getsockname()[1], flush=True)
+if mode == "later":
+    threading.Thread(target=lambda: (time.sleep(float(sys.argv[3])), os._exit(3)), daemon=True).start()
+print("echo ready (%s) secret=%s options=%s" % (mode, bool(os.environ.get("WSPROXY_SECRET")), os.environ.get("WSPROXY_OPTIONS")), flush=True)
+def serve(c):
+    while True:
+        d = c.recv(65536)
+        if not d:
+            break
+        c.sendall(d)
+    c.close()
+while True:
+    c, _ = s.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+"#;
+
+struct Fixture {
+    dir: TempDir,
+    proxy: Proxy,
+}
+
+/// A services file with `[sessions]` timing `timing`, two API users (root: admin; alice: staff),
+/// and `services`, served by a fresh wsproxy.
+fn start(timing: &str, services: &str) -> Fixture {
+    let dir = TempDir::new("sessions");
+    std::fs::write(dir.path("echo.py"), ECHO).unwrap();
+    let echo = dir.path("echo.py");
+    let text = format!(
+        "[sessions]\n{timing}\n\n[[api.token]]\ntoken = \"root-token\"\nscopes = [\"admin\"]\nuser = \"root\"\n\n\
+         [[api.token]]\ntoken = \"alice-token\"\nscopes = [\"sessions\"]\nuser = \"alice\"\ngroups = [\"staff\"]\n\n\
+         [[api.token]]\ntoken = \"bob-token\"\nscopes = [\"sessions\"]\nuser = \"bob\"\n\n{}",
+        services.replace("ECHO", echo.to_str().unwrap())
+    );
+    std::fs::write(dir.path("services.toml"), text).unwrap();
+    let audit = dir.path("audit.log");
+    let proxy = Proxy::start(&[
+        "--sessions",
+        dir.path("services.toml").to_str().unwrap(),
+        "--audit-log",
+        audit.to_str().unwrap(),
+        "127.0.0.1:0",
+    ]);
+    Fixture { dir, proxy }
+}
+
+/// One API call: (status, response head, JSON body or Null).
+async fn api(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> (u16, String, serde_json::Value) {
+    let mut raw = Raw::connect(addr).await;
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let body = body.unwrap_or("");
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    raw.stream.write_all(request.as_bytes()).await.unwrap();
+    let head = raw.read_head().await;
+    let code = status(&head);
+    let json = if header(&head, "content-length").is_some_and(|l| l != "0") {
+        serde_json::from_str(&raw.read_body(&head).await).unwrap()
+    } else {
+        serde_json::Value::Null
+    };
+    (code, head, json)
+}
+
+async fn reserve(addr: SocketAddr, token: &str, service: &str) -> serde_json::Value {
+    let (code, head, json) = api(
+        addr,
+        "POST",
+        "/api/v1/sessions",
+        Some(token),
+        Some(&format!(r#"{{"service": "{service}"}}"#)),
+    )
+    .await;
+    assert_eq!(code, 201, "{head}\n{json}");
+    json
+}
+
+async fn session(addr: SocketAddr, id: &str) -> serde_json::Value {
+    let (code, _, json) = api(addr, "GET", &format!("/api/v1/sessions/{id}"), Some("root-token"), None).await;
+    assert_eq!(code, 200, "{json}");
+    json
+}
+
+/// Waits (bounded) until the session's state is `state`.
+async fn until_state(addr: SocketAddr, id: &str, state: &str) -> serde_json::Value {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let json = session(addr, id).await;
+        if json["state"] == state {
+            return json;
+        }
+        assert!(Instant::now() < deadline, "session {id} never became {state}: {json}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn open(addr: SocketAddr, token: &str) -> Raw {
+    let (raw, head) = Raw::upgrade_to(addr, &format!("/websockify?token={token}"), "").await;
+    assert_eq!(status(&head), 101, "{head}");
+    raw
+}
+
+fn started_count(proxy: &Proxy) -> usize {
+    proxy.lines().iter().filter(|l| l.contains(": started [")).count()
+}
+
+/// Processes carrying a session mark of this wsproxy.
+fn session_processes(wsproxy: u32) -> usize {
+    let needle = format!("WSPROXY_SESSION={wsproxy}:");
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_str().is_some_and(|n| n.parse::<u32>().is_ok()))
+        .filter(|e| {
+            std::fs::read(e.path().join("environ"))
+                .is_ok_and(|env| env.split(|&b| b == 0).any(|var| var.starts_with(needle.as_bytes())))
+        })
+        .count()
+}
+
+async fn until_no_session_processes(wsproxy: u32) {
+    let deadline = Instant::now() + WAIT;
+    while session_processes(wsproxy) > 0 {
+        assert!(Instant::now() < deadline, "session processes of {wsproxy} outlived it");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+const ECHO_SERVICE: &str = r#"
+[[service]]
+name = "echo"
+count = 2
+per_user = 1
+command = ["python3", "ECHO", "tcp", "{port}"]
+port = "47100+{index}"
+target = "rebind"
+page = "serial"
+secret = "vnc-password"
+
+[[service]]
+name = "staff-only"
+count = 1
+groups = ["staff"]
+command = ["python3", "ECHO", "unix", "{runtime_dir}/echo.sock"]
+target = "unix:{runtime_dir}/echo.sock"
+page = "telnet"
+[service.options.geometry]
+default = "800x600"
+pattern = '^\d{3,4}x\d{3,4}$'
+"#;
+
+#[tokio::test]
+async fn the_api_reserves_lists_and_refuses_with_json_errors() {
+    let f = start("reserve_timeout = 60", ECHO_SERVICE);
+    let addr = f.proxy.addr;
+    let (code, head, json) = api(addr, "GET", "/api/v1/services", None, None).await;
+    assert_eq!(code, 401);
+    assert_eq!(header(&head, "www-authenticate"), Some("Bearer realm=\"wsproxy\""));
+    assert_eq!(json["error"]["code"], "unauthorized");
+    assert_eq!(api(addr, "GET", "/api/v1/services", Some("wrong"), None).await.0, 401);
+    // Bob is not staff: he sees one service.
+    let (_, _, services) = api(addr, "GET", "/api/v1/services", Some("bob-token"), None).await;
+    assert_eq!(services.as_array().unwrap().len(), 1, "{services}");
+    let (_, _, services) = api(addr, "GET", "/api/v1/services", Some("alice-token"), None).await;
+    assert_eq!(
+        services[0],
+        serde_json::json!({"name": "echo", "count": 2, "free": 2, "running": 0, "reserved": 0})
+    );
+
+    let (code, head, mine) = api(
+        addr,
+        "POST",
+        "/api/v1/sessions",
+        Some("alice-token"),
+        Some(r#"{"service": "echo"}"#),
+    )
+    .await;
+    assert_eq!(code, 201, "{mine}");
+    let id = mine["id"].as_str().unwrap();
+    assert_eq!(
+        header(&head, "location"),
+        Some(format!("/api/v1/sessions/{id}").as_str())
+    );
+    assert_eq!(mine["state"], "reserved");
+    assert_eq!(
+        (mine["index"].as_u64(), mine["user"].as_str()),
+        (Some(0), Some("alice"))
+    );
+    let token = mine["token"].as_str().unwrap();
+    let secret = mine["secret"].as_str().unwrap();
+    assert_eq!(secret.len(), 8);
+    assert_eq!(
+        mine["urls"]["websocket"],
+        format!("ws://{addr}/websockify?token={token}")
+    );
+    assert_eq!(
+        mine["urls"]["page"],
+        format!("http://{addr}/serial.html?autoconnect=1&path=websockify%3Ftoken%3D{token}#password={secret}")
+    );
+
+    let refuse =
+        |token: &'static str, body: &'static str| api(addr, "POST", "/api/v1/sessions", Some(token), Some(body));
+    let (code, _, json) = refuse("alice-token", r#"{"service": "echo"}"#).await;
+    assert_eq!((code, json["error"]["code"].as_str()), (429, Some("per_user_limit")));
+    let (code, _, json) = refuse("bob-token", r#"{"service": "staff-only"}"#).await;
+    assert_eq!((code, json["error"]["code"].as_str()), (403, Some("forbidden")));
+    let (code, _, json) = refuse("bob-token", r#"{"service": "nope"}"#).await;
+    assert_eq!((code, json["error"]["code"].as_str()), (404, Some("not_found")));
+    let (code, _, json) = refuse(
+        "alice-token",
+        r#"{"service": "staff-only", "options": {"geometry": "800x600; rm -rf /"}}"#,
+    )
+    .await;
+    assert_eq!(
+        (code, json["error"]["code"].as_str()),
+        (400, Some("bad_option")),
+        "{json}"
+    );
+    let (code, _, json) = refuse("alice-token", "not json").await;
+    assert_eq!((code, json["error"]["code"].as_str()), (400, Some("bad_request")));
+    reserve(addr, "bob-token", "echo").await;
+    let (code, head, json) = refuse("root-token", r#"{"service": "echo"}"#).await;
+    assert_eq!((code, json["error"]["code"].as_str()), (503, Some("service_full")));
+    assert!(header(&head, "retry-after").is_some());
+
+    // Bob sees his own session only; alice's, fetched by id, without its token and secret.
+    let (_, _, list) = api(addr, "GET", "/api/v1/sessions", Some("bob-token"), None).await;
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    let (code, _, other) = api(addr, "GET", &format!("/api/v1/sessions/{id}"), Some("bob-token"), None).await;
+    assert_eq!(code, 200);
+    assert!(
+        other["token"].is_null() && other["secret"].is_null() && other["urls"].is_null(),
+        "{other}"
+    );
+    assert_eq!(
+        api(
+            addr,
+            "DELETE",
+            &format!("/api/v1/sessions/{id}"),
+            Some("bob-token"),
+            None
+        )
+        .await
+        .0,
+        403
+    );
+    let (_, _, list) = api(addr, "GET", "/api/v1/sessions", Some("root-token"), None).await;
+    assert_eq!(list.as_array().unwrap().len(), 2);
+    assert_eq!(
+        api(addr, "GET", "/api/v1/sessions/nope", Some("root-token"), None)
+            .await
+            .0,
+        404
+    );
+    assert_eq!(
+        api(
+            addr,
+            "DELETE",
+            &format!("/api/v1/sessions/{id}"),
+            Some("alice-token"),
+            None
+        )
+        .await
+        .0,
+        204
+    );
+    assert_eq!(session(addr, id).await["state"], "stopped");
+    assert_eq!(
+        status(&Raw::upgrade_to(addr, &format!("/?token={token}"), "").await.1),
+        404
+    );
+
+    let (code, _, doc) = api(addr, "GET", "/api/v1/openapi.json", None, None).await;
+    assert_eq!(code, 200);
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    for path in [
+        "/api/v1/services",
+        "/api/v1/sessions",
+        "/api/v1/sessions/{id}",
+        "/api/v1/shutdown",
+    ] {
+        assert!(
+            doc["paths"][path].is_object(),
+            "{path} missing from the OpenAPI document"
+        );
+    }
+    let audit = std::fs::read_to_string(f.dir.path("audit.log")).unwrap();
+    assert!(
+        audit.contains(r#""event":"reserve""#) && audit.contains(r#""event":"reject""#),
+        "{audit}"
+    );
+    assert!(
+        !audit.contains(token) && !audit.contains(secret),
+        "a token or secret in the audit log"
+    );
+}
+
+#[tokio::test]
+async fn the_first_connection_launches_windows_share_it_and_the_last_one_stops_it() {
+    let f = start("reserve_timeout = 60\nlinger = 0\nstop_grace = 2", ECHO_SERVICE);
+    let addr = f.proxy.addr;
+    let mine = reserve(addr, "alice-token", "echo").await;
+    let (id, token) = (mine["id"].as_str().unwrap(), mine["token"].as_str().unwrap());
+    let started = Instant::now();
+    let mut first = open(addr, token).await;
+    // Sent before the command listens: delivered, not lost.
+    first.send_frame(0x82, b"early bytes", true).await;
+    let mut second = open(addr, token).await;
+    first.echo(b"").await;
+    let (first_byte, data) = first.read_frame().await;
+    assert_eq!((first_byte, data.as_slice()), (0x82, &b"early bytes"[..]));
+    eprintln!("launch to first echo: {:?}", started.elapsed());
+    second.echo(b"second window").await;
+    first.echo(b"first window").await;
+    assert_eq!(started_count(&f.proxy), 1, "one launch for two windows");
+    let running = until_state(addr, id, "running").await;
+    assert_eq!(running["clients"], 2);
+    assert!(
+        f.proxy
+            .lines()
+            .iter()
+            .any(|l| l.contains("echo ready (tcp) secret=True"))
+    );
+
+    first.send_frame(0x88, &1000u16.to_be_bytes(), true).await;
+    drop(first);
+    second.echo(b"still served").await;
+    second.send_frame(0x88, &1000u16.to_be_bytes(), true).await;
+    drop(second);
+    let stopped = until_state(addr, id, "stopped").await;
+    assert_eq!(stopped["reason"], "the last client left");
+    until_no_session_processes(f.proxy.pid()).await;
+    assert_eq!(
+        status(&Raw::upgrade_to(addr, &format!("/?token={token}"), "").await.1),
+        404
+    );
+    // The index is free again.
+    let (_, _, services) = api(addr, "GET", "/api/v1/services", Some("alice-token"), None).await;
+    assert_eq!(services[0]["free"], 2, "{services}");
+    assert_eq!(reserve(addr, "alice-token", "echo").await["index"], 0);
+}
+
+#[tokio::test]
+async fn unix_and_announce_targets_linger_and_reattach() {
+    let services = format!(
+        "{ECHO_SERVICE}\n[[service]]\nname = \"job\"\ncount = 1\ncommand = [\"python3\", \"ECHO\", \"announce\"]\n\
+         target = {{ announce = 'PA_REMOTE_CONNECTION;[^;]*;vnc;(?P<host>[^:;]+):(?P<port>\\d+)' }}\n"
+    );
+    let f = start("reserve_timeout = 60\nlinger = 3", &services);
+    let addr = f.proxy.addr;
+    for service in ["staff-only", "job"] {
+        let mine = reserve(addr, "alice-token", service).await;
+        let (id, token) = (
+            mine["id"].as_str().unwrap().to_owned(),
+            mine["token"].as_str().unwrap().to_owned(),
+        );
+        let mut window = open(addr, &token).await;
+        window.echo(service.as_bytes()).await;
+        drop(window);
+        until_state(addr, &id, "lingering").await;
+        // Within linger, a reconnect re-attaches to the same command.
+        let mut again = open(addr, &token).await;
+        again.echo(b"re-attached").await;
+        assert_eq!(session(addr, &id).await["state"], "running");
+        drop(again);
+        until_state(addr, &id, "stopped").await;
+    }
+    assert_eq!(started_count(&f.proxy), 2);
+}
+
+#[tokio::test]
+async fn failures_reach_the_client_as_1011_with_the_reason() {
+    let services = r#"
+[[service]]
+name = "fails"
+count = 1
+command = ["python3", "ECHO", "exit", "1"]
+target = "127.0.0.1:1"
+
+[[service]]
+name = "silent"
+count = 1
+command = ["python3", "ECHO", "sleep"]
+target = "127.0.0.1:1"
+
+[[service]]
+name = "dies-later"
+count = 1
+command = ["python3", "ECHO", "later", "{port}", "1.5"]
+port = "47200+{index}"
+target = "rebind"
+"#;
+    let f = start("start_timeout = 1\nreserve_timeout = 1", services);
+    let addr = f.proxy.addr;
+    for (service, reason) in [
+        ("fails", "exited with status 1"),
+        ("silent", "did not listen within 1 s"),
+    ] {
+        let mine = reserve(addr, "alice-token", service).await;
+        let mut window = open(addr, mine["token"].as_str().unwrap()).await;
+        assert_eq!(window.read_close().await, (1011, reason.to_owned()), "{service}");
+        let failed = until_state(addr, mine["id"].as_str().unwrap(), "failed").await;
+        assert_eq!(failed["reason"], reason);
+        if service == "fails" {
+            assert_eq!(failed["exit_code"], 1);
+        }
+    }
+    let mine = reserve(addr, "alice-token", "dies-later").await;
+    let mut window = open(addr, mine["token"].as_str().unwrap()).await;
+    window.echo(b"while it lives").await;
+    assert_eq!(window.read_close().await, (1011, "exited with status 3".to_owned()));
+    let stopped = until_state(addr, mine["id"].as_str().unwrap(), "stopped").await;
+    assert_eq!(stopped["exit_code"], 3);
+
+    // A reservation nobody uses expires and frees its index.
+    let unused = reserve(addr, "alice-token", "fails").await;
+    let expired = until_state(addr, unused["id"].as_str().unwrap(), "expired").await;
+    assert!(expired["token"].is_null());
+    assert_eq!(reserve(addr, "alice-token", "fails").await["index"], 0);
+    until_no_session_processes(f.proxy.pid()).await;
+}
+
+#[tokio::test]
+async fn delete_closes_clients_with_1001_and_shutdown_stops_everything() {
+    let f = start("reserve_timeout = 60", ECHO_SERVICE);
+    let addr = f.proxy.addr;
+    let mine = reserve(addr, "alice-token", "echo").await;
+    let mut window = open(addr, mine["token"].as_str().unwrap()).await;
+    window.echo(b"hello").await;
+    let id = mine["id"].as_str().unwrap();
+    assert_eq!(
+        api(
+            addr,
+            "DELETE",
+            &format!("/api/v1/sessions/{id}"),
+            Some("alice-token"),
+            None
+        )
+        .await
+        .0,
+        204
+    );
+    assert_eq!(window.read_close().await, (1001, "stopped through the API".to_owned()));
+    assert_eq!(
+        session_processes(f.proxy.pid()),
+        0,
+        "DELETE answers once the command is gone"
+    );
+
+    let mut f = f;
+    let other = reserve(addr, "bob-token", "echo").await;
+    let mut window = open(addr, other["token"].as_str().unwrap()).await;
+    window.echo(b"before shutdown").await;
+    assert_eq!(
+        api(addr, "POST", "/api/v1/shutdown", Some("alice-token"), None).await.0,
+        403
+    );
+    assert_eq!(
+        api(addr, "POST", "/api/v1/shutdown", Some("root-token"), None).await.0,
+        202
+    );
+    assert_eq!(window.read_close().await.0, 1001);
+    assert_eq!(f.proxy.wait_exit(WAIT).code(), Some(0));
+    until_no_session_processes(f.proxy.pid()).await;
+}
+
+#[tokio::test]
+async fn a_sigkilled_wsproxy_leaves_no_session_process() {
+    let f = start("reserve_timeout = 60", ECHO_SERVICE);
+    let addr = f.proxy.addr;
+    let mine = reserve(addr, "alice-token", "echo").await;
+    let mut window = open(addr, mine["token"].as_str().unwrap()).await;
+    window.echo(b"alive").await;
+    let pid = f.proxy.pid();
+    assert!(session_processes(pid) > 0);
+    let mut f = f;
+    f.proxy.signal(nix::sys::signal::Signal::SIGKILL);
+    f.proxy.wait_exit(WAIT);
+    until_no_session_processes(pid).await;
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(WAIT, window.stream.read_to_end(&mut rest)).await;
+}
+
+#[test]
+fn a_bad_services_file_is_one_line_and_exit_64() {
+    let dir = TempDir::new("badservices");
+    for (text, needle) in [
+        ("[sessions]\nlingr = 1\n", "lingr"),
+        (
+            "[[service]]\nname = \"x\"\ncount = 1\ncommand = [\"x\", \"{nope}\"]\ntarget = \"h:1\"\n",
+            "{nope}",
+        ),
+    ] {
+        let file = dir.path("services.toml");
+        std::fs::write(&file, text).unwrap();
+        let mut proxy = Proxy::spawn(&["--sessions", file.to_str().unwrap(), "127.0.0.1:0"]);
+        assert_eq!(proxy.wait_exit(WAIT).code(), Some(64));
+        let lines = proxy.lines();
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(lines[0].contains(needle), "{lines:?}");
+    }
+}
