@@ -30,6 +30,21 @@ export function stringParam(params, name, fallback = '') {
   return value === null || value === '' ? fallback : value;
 }
 
+/**
+ * A secret (the VNC password) from the URL's fragment (`#password=...`, which never reaches a server
+ * or its logs: the sessions API puts it there), else from the query as noVNC reads it.
+ */
+export function secretParam(params, hash, name) {
+  const fragment = new URLSearchParams(hash.replace(/^#/, ''));
+  return stringParam(fragment, name, stringParam(params, name, ''));
+}
+
+/** The URL without its fragment, to show once a secret has been read from it. */
+export function withoutFragment(href) {
+  const at = href.indexOf('#');
+  return at < 0 ? href : href.slice(0, at);
+}
+
 /** Brackets an IPv6 literal for a URL authority; leaves names, IPv4 and bracketed literals alone. */
 export function urlHost(host) {
   if (host.includes(':') && !host.startsWith('[')) return `[${host}]`;

@@ -1,7 +1,8 @@
 // vnc.html: a remote desktop on noVNC's RFB class.
 // Query parameters as noVNC's own pages read them:
 //   host, port, path, token, encrypt  where the WebSocket goes (default: the wsproxy that served this page)
-//   password                          sent when the server asks for one (else a prompt)
+//   password                          sent when the server asks for one (else a prompt); also read from
+//                                     the fragment (#password=...), which the sessions API's URLs use
 //   autoconnect=1                     connect at once
 //   resize=scale|remote|off           scale the desktop to the window, or ask the server to resize it
 //   view_only=1                       send no keyboard or mouse input
@@ -10,13 +11,13 @@
 //   quality=0..9, compression=0..9, show_dot=1, logging=error|warn|info|debug
 import RFB from '../node_modules/@novnc/novnc/core/rfb.js';
 import * as Log from '../node_modules/@novnc/novnc/core/util/logging.js';
-import { boolParam, connectionTarget, intParam, stringParam } from './params.js';
+import { boolParam, connectionTarget, intParam, secretParam, stringParam, withoutFragment } from './params.js';
 import { bindFullscreenButton, closeReason, hostPort, setStatus } from './ui.js';
 
 const params = new URLSearchParams(window.location.search);
 const target = connectionTarget(params, window.location);
 const settings = {
-  password: stringParam(params, 'password', ''),
+  password: secretParam(params, window.location.hash, 'password'),
   autoconnect: boolParam(params, 'autoconnect', false),
   resize: stringParam(params, 'resize', 'off'),
   viewOnly: boolParam(params, 'view_only', false),
@@ -28,6 +29,9 @@ const settings = {
   showDot: boolParam(params, 'show_dot', false),
   logging: stringParam(params, 'logging', 'warn'),
 };
+
+// The password stays in memory only: take it out of the address bar (and the history).
+if (window.location.hash) window.history.replaceState(null, '', withoutFragment(window.location.href));
 
 const $ = (id) => document.getElementById(id);
 const ui = {

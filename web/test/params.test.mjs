@@ -1,7 +1,7 @@
 // node --test web/test/: query parameters and the WebSocket URL they make.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { boolParam, intParam, connectionTarget, urlHost, withQueryParam } from '../js/params.js';
+import { boolParam, intParam, connectionTarget, urlHost, withQueryParam, secretParam, withoutFragment } from '../js/params.js';
 
 const page = (href) => {
   const url = new URL(href);
@@ -52,4 +52,14 @@ test('boolParam and intParam', () => {
   assert.equal(intParam(params, 'n', 0), 42);
   assert.equal(intParam(params, 'm', 7), 7);
   assert.equal(intParam(params, 'big', 5, 0, 1000), 5);
+});
+
+test('the password comes from the fragment first, then the query', () => {
+  const query = new URLSearchParams('password=fromquery&autoconnect=1');
+  assert.equal(secretParam(query, '#password=fromfragment', 'password'), 'fromfragment');
+  assert.equal(secretParam(query, '', 'password'), 'fromquery');
+  assert.equal(secretParam(new URLSearchParams(''), '#password=a%26b', 'password'), 'a&b');
+  assert.equal(secretParam(new URLSearchParams(''), '#other=1', 'password'), '');
+  assert.equal(withoutFragment('http://h/vnc.html?a=1#password=x'), 'http://h/vnc.html?a=1');
+  assert.equal(withoutFragment('http://h/vnc.html'), 'http://h/vnc.html');
 });
