@@ -11,13 +11,13 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::util::*;
-use crate::wrap::{free_port, logged_group, wait_group_gone};
+use crate::wrap::{logged_group, wait_group_gone};
 
 /// telnetd looks up the peer's name before it prompts, which takes seconds on a closed network.
 const PROMPT_WAIT: Duration = Duration::from_secs(20);
 
 /// Fails with the package to install when a server program is missing.
-fn require(program: &str, package: &str) {
+pub(crate) fn require(program: &str, package: &str) {
     let found = std::env::var_os("PATH")
         .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()));
     assert!(found, "{program} not found: run `make deps` (Debian package {package})");
@@ -33,11 +33,11 @@ const DONT: u8 = 254;
 
 /// The dumbest correct telnet client: refuses every option, collects the text.
 #[derive(Default)]
-struct Telnet {
+pub(crate) struct Telnet {
     /// Bytes of an unfinished command carried over from the previous message.
     pending: Vec<u8>,
     /// Every DO/DONT/WILL/WONT the server sent, as (verb, option).
-    commands: Vec<(u8, u8)>,
+    pub(crate) commands: Vec<(u8, u8)>,
     text: Vec<u8>,
 }
 
@@ -81,13 +81,13 @@ impl Telnet {
         replies
     }
 
-    fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         String::from_utf8_lossy(&self.text).into_owned()
     }
 }
 
 /// Runs the telnet side of a session until the server's text contains `want`.
-async fn telnet_until(ws: &mut Ws<TcpStream>, telnet: &mut Telnet, want: &str) {
+pub(crate) async fn telnet_until(ws: &mut Ws<TcpStream>, telnet: &mut Telnet, want: &str) {
     let deadline = Instant::now() + PROMPT_WAIT;
     while !telnet.text().contains(want) {
         let next = tokio::time::timeout_at(deadline.into(), ws.next()).await;

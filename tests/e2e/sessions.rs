@@ -542,3 +542,70 @@ fn a_bad_services_file_is_one_line_and_exit_64() {
         assert!(lines[0].contains(needle), "{lines:?}");
     }
 }
+
+/// Real programs as session commands: netkit telnetd found through librebind.so (it binds the
+/// service's port, serves one connection and exits), and QEMU's monitor on a UNIX socket in the
+/// session's runtime directory.
+#[tokio::test]
+async fn real_telnetd_and_qemu_monitor_sessions() {
+    use crate::real_servers::{Telnet, require, telnet_until};
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    require("in.telnetd", "telnetd-ssl");
+    require("qemu-system-x86_64", "qemu-system-x86");
+    let services = r#"
+[[service]]
+name = "telnet"
+count = 2
+command = ["in.telnetd", "-debug", "{port}"]
+port = "47400+{index}"
+target = "rebind"
+page = "telnet"
+
+[[service]]
+name = "qemu"
+count = 1
+command = ["qemu-system-x86_64", "-machine", "none", "-nodefaults", "-display", "none",
+           "-chardev", "socket,id=mon,path={runtime_dir}/monitor.sock,server=on,wait=off",
+           "-mon", "chardev=mon,mode=readline"]
+target = "unix:{runtime_dir}/monitor.sock"
+page = "serial"
+"#;
+    let f = start("start_timeout = 20", services);
+    let addr = f.proxy.addr;
+
+    let mine = reserve(addr, "alice-token", "telnet").await;
+    let token = mine["token"].as_str().unwrap();
+    let (mut ws, _) = ws_connect_to(addr, &format!("/websockify?token={token}"), "binary").await;
+    let mut telnet = Telnet::default();
+    telnet_until(&mut ws, &mut telnet, "login:").await;
+    ws.send(Message::binary(b"wsproxy-nobody\r\n".to_vec())).await.unwrap();
+    telnet_until(&mut ws, &mut telnet, "Password").await;
+    ws.close(None).await.unwrap();
+    until_state(addr, mine["id"].as_str().unwrap(), "stopped").await;
+
+    let mine = reserve(addr, "alice-token", "qemu").await;
+    let mut monitor = open(addr, mine["token"].as_str().unwrap()).await;
+    monitor.send_frame(0x82, b"info version\r\n", true).await;
+    let mut text = String::new();
+    let deadline = Instant::now() + WAIT;
+    while !text.contains("7.") || !text.contains("(qemu)") {
+        assert!(Instant::now() < deadline, "no version from the QEMU monitor: {text:?}");
+        let (_, data) = monitor.read_frame().await;
+        text.push_str(&String::from_utf8_lossy(&data));
+    }
+    let id = mine["id"].as_str().unwrap();
+    assert_eq!(
+        api(
+            addr,
+            "DELETE",
+            &format!("/api/v1/sessions/{id}"),
+            Some("alice-token"),
+            None
+        )
+        .await
+        .0,
+        204
+    );
+    until_no_session_processes(f.proxy.pid()).await;
+}

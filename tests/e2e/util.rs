@@ -336,8 +336,17 @@ pub type Ws<S> = WebSocketStream<S>;
 
 /// A WebSocket client over plain TCP, offering `protocols` (comma-joined) if not empty.
 pub async fn ws_connect(addr: SocketAddr, protocols: &str) -> (Ws<TcpStream>, http::Response<Option<Vec<u8>>>) {
+    ws_connect_to(addr, "/websockify", protocols).await
+}
+
+/// `ws_connect` to `path` (with a query: `/websockify?token=...`).
+pub async fn ws_connect_to(
+    addr: SocketAddr,
+    path: &str,
+    protocols: &str,
+) -> (Ws<TcpStream>, http::Response<Option<Vec<u8>>>) {
     let stream = TcpStream::connect(addr).await.unwrap();
-    let mut request = format!("ws://{addr}/websockify").into_client_request().unwrap();
+    let mut request = format!("ws://{addr}{path}").into_client_request().unwrap();
     if !protocols.is_empty() {
         request
             .headers_mut()

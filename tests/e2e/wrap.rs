@@ -11,14 +11,6 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::util::*;
 
-pub(crate) fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// `python3 -m http.server PORT` bound to loopback.
 fn http_server(port: u16) -> String {
     format!("python3 -m http.server {port} --bind 127.0.0.1")

@@ -237,13 +237,17 @@ pub async fn launch(spec: Spec, stop: &CancellationToken, grace: Duration) -> Re
     Err(failure)
 }
 
-/// Connects until the target accepts, polling from 5 ms up to 100 ms (the caller bounds it).
+/// Waits until the target listens, polling from 5 ms up to 100 ms (the caller bounds it). A target
+/// on this machine is looked up in the kernel's socket tables (`/proc/net/tcp`, `tcp6`, `unix`)
+/// instead of connected to: a server that takes one connection (netkit telnetd) must keep it for
+/// the client. A target elsewhere is connected to.
 async fn accepts(target: &Target) {
     let mut pause = FIRST_POLL;
     loop {
         let ok = match target {
+            Target::Tcp { host, port } if is_local(host) => listening_tcp(*port),
             Target::Tcp { host, port } => TcpStream::connect((host.as_str(), *port)).await.is_ok(),
-            Target::Unix(path) => UnixStream::connect(path).await.is_ok(),
+            Target::Unix(path) => listening_unix(path),
             Target::Wrapped { .. } => true,
         };
         if ok {
@@ -252,6 +256,41 @@ async fn accepts(target: &Target) {
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(MAX_POLL);
     }
+}
+
+fn is_local(host: &str) -> bool {
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback() || ip.is_unspecified())
+}
+
+/// Whether a TCP socket of this network namespace listens on `port` (IPv4 or IPv6).
+pub fn listening_tcp(port: u16) -> bool {
+    let wanted = format!(":{port:04X}");
+    ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|table| {
+        std::fs::read_to_string(table).is_ok_and(|text| {
+            text.lines().skip(1).any(|line| {
+                let mut fields = line.split_whitespace();
+                let local = fields.nth(1).unwrap_or("");
+                let state = fields.nth(1).unwrap_or("");
+                state == "0A" && local.ends_with(&wanted)
+            })
+        })
+    })
+}
+
+/// Whether a UNIX socket listens at `path` (`__SO_ACCEPTCON` in `/proc/net/unix`).
+pub fn listening_unix(path: &std::path::Path) -> bool {
+    let Some(path) = path.to_str() else { return false };
+    std::fs::read_to_string("/proc/net/unix").is_ok_and(|text| {
+        text.lines().skip(1).any(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            fields.len() >= 8
+                && fields[7] == path
+                && u32::from_str_radix(fields[3], 16).is_ok_and(|flags| flags & 0x0001_0000 != 0)
+        })
+    })
 }
 
 /// Logs each line as `session ID: line`; with `announce`, publishes the first matching address.
@@ -320,5 +359,27 @@ impl Guard {
         let _ = self.stdin.write_all(b"done\n").await;
         drop(self.stdin);
         let _ = tokio::time::timeout(Duration::from_secs(1), self.child.wait()).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_kernel_tables_show_listeners_without_connecting() {
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        assert!(listening_tcp(tcp.local_addr().unwrap().port()));
+        let port = tcp.local_addr().unwrap().port();
+        drop(tcp);
+        assert!(!listening_tcp(port));
+        let dir = std::env::temp_dir().join(format!("wsproxy-listening-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("s.sock");
+        assert!(!listening_unix(&path));
+        let unix = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        assert!(listening_unix(&path));
+        drop(unix);
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }
