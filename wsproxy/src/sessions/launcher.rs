@@ -245,7 +245,7 @@ async fn accepts(target: &Target) {
     let mut pause = FIRST_POLL;
     loop {
         let ok = match target {
-            Target::Tcp { host, port } if is_local(host) => listening_tcp(*port),
+            Target::Tcp { host, port } if is_local(host) => listening_tcp(host, *port),
             Target::Tcp { host, port } => TcpStream::connect((host.as_str(), *port)).await.is_ok(),
             Target::Unix(path) => listening_unix(path),
             Target::Wrapped { .. } => true,
@@ -265,19 +265,48 @@ fn is_local(host: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback() || ip.is_unspecified())
 }
 
-/// Whether a TCP socket of this network namespace listens on `port` (IPv4 or IPv6).
-pub fn listening_tcp(port: u16) -> bool {
-    let wanted = format!(":{port:04X}");
-    ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|table| {
+/// Whether a TCP socket of this network namespace listens on `host:port`: the table of the address's
+/// family, a socket bound to that address or to the unspecified one (`localhost`: either family).
+pub fn listening_tcp(host: &str, port: u16) -> bool {
+    let addresses: Vec<std::net::IpAddr> = match host.parse() {
+        Ok(ip) => vec![ip],
+        Err(_) => vec![
+            std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::Ipv6Addr::LOCALHOST.into(),
+        ],
+    };
+    addresses.iter().any(|ip| {
+        let (table, unspecified) = match ip {
+            std::net::IpAddr::V4(_) => ("/proc/net/tcp", std::net::IpAddr::from(std::net::Ipv4Addr::UNSPECIFIED)),
+            std::net::IpAddr::V6(_) => (
+                "/proc/net/tcp6",
+                std::net::IpAddr::from(std::net::Ipv6Addr::UNSPECIFIED),
+            ),
+        };
+        let wanted = [proc_address(*ip, port), proc_address(unspecified, port)];
         std::fs::read_to_string(table).is_ok_and(|text| {
             text.lines().skip(1).any(|line| {
                 let mut fields = line.split_whitespace();
                 let local = fields.nth(1).unwrap_or("");
                 let state = fields.nth(1).unwrap_or("");
-                state == "0A" && local.ends_with(&wanted)
+                state == "0A" && wanted.iter().any(|w| w == local)
             })
         })
     })
+}
+
+/// An address as `/proc/net/tcp*` writes it: 32-bit words in the machine's byte order, in hex.
+fn proc_address(ip: std::net::IpAddr, port: u16) -> String {
+    let octets: Vec<u8> = match ip {
+        std::net::IpAddr::V4(v4) => v4.octets().to_vec(),
+        std::net::IpAddr::V6(v6) => v6.octets().to_vec(),
+    };
+    let mut text: String = octets
+        .chunks(4)
+        .map(|word| format!("{:08X}", u32::from_ne_bytes([word[0], word[1], word[2], word[3]])))
+        .collect();
+    text.push_str(&format!(":{port:04X}"));
+    text
 }
 
 /// Whether a UNIX socket listens at `path` (`__SO_ACCEPTCON` in `/proc/net/unix`).
@@ -322,11 +351,13 @@ async fn log_lines(
     }
 }
 
+/// Keeps the first address librebind.so reports: a server that binds IPv4 and IPv6 (telnetd)
+/// listens on the first before it binds the second.
 async fn read_reports(reader: tokio::net::unix::pipe::Receiver, reported: watch::Sender<Option<std::net::SocketAddr>>) {
     let mut lines = BufReader::new(reader).lines();
     while let Ok(Some(line)) = lines.next_line().await {
         if let Ok(addr) = line.trim().parse() {
-            reported.send_replace(Some(addr));
+            reported.send_if_modified(|first| first.is_none() && first.replace(addr).is_none());
         }
     }
 }
@@ -369,10 +400,14 @@ mod tests {
     #[test]
     fn the_kernel_tables_show_listeners_without_connecting() {
         let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        assert!(listening_tcp(tcp.local_addr().unwrap().port()));
         let port = tcp.local_addr().unwrap().port();
-        drop(tcp);
-        assert!(!listening_tcp(port));
+        assert!(listening_tcp("127.0.0.1", port));
+        assert!(listening_tcp("localhost", port));
+        assert!(!listening_tcp("::1", port), "the IPv6 table has no such socket");
+        let v6 = std::net::TcpListener::bind(("::1", port)).unwrap();
+        assert!(listening_tcp("::1", port));
+        drop((tcp, v6));
+        assert!(!listening_tcp("127.0.0.1", port));
         let dir = std::env::temp_dir().join(format!("wsproxy-listening-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("s.sock");
