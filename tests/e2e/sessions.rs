@@ -55,6 +55,20 @@ struct Fixture {
 /// A services file with `[sessions]` timing `timing`, two API users (root: admin; alice: staff),
 /// and `services`, served by a fresh wsproxy.
 fn start(timing: &str, services: &str) -> Fixture {
+    let dir = prepare(timing, services);
+    let audit = dir.path("audit.log");
+    let proxy = Proxy::start(&[
+        "--sessions",
+        dir.path("services.toml").to_str().unwrap(),
+        "--audit-log",
+        audit.to_str().unwrap(),
+        "127.0.0.1:0",
+    ]);
+    Fixture { dir, proxy }
+}
+
+/// Writes echo.py and services.toml (see `start`) into a new directory.
+fn prepare(timing: &str, services: &str) -> TempDir {
     let dir = TempDir::new("sessions");
     std::fs::write(dir.path("echo.py"), ECHO).unwrap();
     let echo = dir.path("echo.py");
@@ -65,15 +79,7 @@ fn start(timing: &str, services: &str) -> Fixture {
         services.replace("ECHO", echo.to_str().unwrap())
     );
     std::fs::write(dir.path("services.toml"), text).unwrap();
-    let audit = dir.path("audit.log");
-    let proxy = Proxy::start(&[
-        "--sessions",
-        dir.path("services.toml").to_str().unwrap(),
-        "--audit-log",
-        audit.to_str().unwrap(),
-        "127.0.0.1:0",
-    ]);
-    Fixture { dir, proxy }
+    dir
 }
 
 /// One API call: (status, response head, JSON body or Null).
@@ -608,4 +614,52 @@ page = "serial"
         204
     );
     until_no_session_processes(f.proxy.pid()).await;
+}
+
+/// The seed system's JSON services (`seed_services`): the script runs as `PATH start INDEX` with the
+/// options as JSON in `WSPROXY_OPTIONS`, and binds 5900+INDEX, which librebind.so moves.
+#[tokio::test]
+async fn seed_json_services_run_their_script_with_start_index() {
+    let dir = prepare("reserve_timeout = 60\nseed_services = \"seed.json\"", "");
+    let script = dir.path("start-desktop");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n[ \"$1\" = start ] || exit 2\necho \"seed script index=$2 options=$WSPROXY_OPTIONS\"\n\
+             exec python3 {} tcp $((5900 + $2))\n",
+            dir.path("echo.py").display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::write(
+        dir.path("seed.json"),
+        format!(
+            r#"{{"Desktop": {{"script": "{}", "count": 2, "options": {{"geometry": "1024x768"}}}}}}"#,
+            script.display()
+        ),
+    )
+    .unwrap();
+    let proxy = Proxy::start(&["--sessions", dir.path("services.toml").to_str().unwrap(), "127.0.0.1:0"]);
+    let addr = proxy.addr;
+    let first = reserve(addr, "alice-token", "Desktop").await;
+    let second = reserve(addr, "bob-token", "Desktop").await;
+    let mut window = open(addr, second["token"].as_str().unwrap()).await;
+    window.echo(b"seed desktop").await;
+    let line = proxy
+        .lines()
+        .into_iter()
+        .find(|l| l.contains("seed script index="))
+        .expect("the script's line in the log");
+    assert!(line.contains(r#"index=1 options={"geometry":"1024x768"}"#), "{line}");
+    let (code, _, json) = api(
+        addr,
+        "POST",
+        "/api/v1/sessions",
+        Some("root-token"),
+        Some(r#"{"service": "Desktop", "options": {"geometry": "1x1; reboot"}}"#),
+    )
+    .await;
+    assert_eq!((code, json["error"]["code"].as_str()), (400, Some("bad_option")));
+    assert_eq!(first["index"], 0);
 }

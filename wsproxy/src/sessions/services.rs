@@ -16,6 +16,8 @@ use serde::Deserialize;
 #[derive(Debug, Clone)]
 pub struct Services {
     pub timing: Timing,
+    /// `[sessions] seed_services`: a JSON services file to add (resolved by `load`).
+    pub seed_services: Option<String>,
     pub api_tokens: Vec<ApiToken>,
     pub services: Vec<Service>,
 }
@@ -187,6 +189,8 @@ struct TimingFile {
     linger: u64,
     #[serde(default = "default_grace")]
     stop_grace: u64,
+    /// The seed system's JSON services file, added to the `[[service]]`s (relative to this file).
+    seed_services: Option<String>,
 }
 
 impl Default for TimingFile {
@@ -196,6 +200,7 @@ impl Default for TimingFile {
             start_timeout: default_start(),
             linger: 0,
             stop_grace: default_grace(),
+            seed_services: None,
         }
     }
 }
@@ -280,9 +285,26 @@ pub fn load(path: &Path) -> Result<Services, String> {
     let parsed = if text.trim_start().starts_with('{') {
         from_json(&text)
     } else {
-        parse(&text)
+        parse(&text).and_then(|mut services| {
+            if let Some(seed) = &services.seed_services {
+                let seed = path.parent().unwrap_or(Path::new("/")).join(seed);
+                let json = std::fs::read_to_string(&seed)
+                    .map_err(|e| format!("cannot read seed_services {}: {e}", seed.display()))?;
+                let added = from_json(&json).map_err(|e| format!("seed_services {}: {e}", seed.display()))?;
+                services.services.extend(added.services);
+                check_names(&services.services)?;
+            }
+            Ok(services)
+        })
     };
-    parsed.map_err(|e| format!("--sessions {}: {e}", path.display()))
+    let services = parsed.map_err(|e| format!("--sessions {}: {e}", path.display()))?;
+    if services.api_tokens.is_empty() {
+        tracing::warn!(
+            "--sessions {}: no [[api.token]]: the API refuses every call, so nothing can be reserved",
+            path.display()
+        );
+    }
+    Ok(services)
 }
 
 pub fn parse(text: &str) -> Result<Services, String> {
@@ -323,6 +345,7 @@ pub fn parse(text: &str) -> Result<Services, String> {
     check_names(&services)?;
     Ok(Services {
         timing,
+        seed_services: file.sessions.seed_services,
         api_tokens,
         services,
     })
@@ -538,6 +561,7 @@ pub fn from_json(text: &str) -> Result<Services, String> {
     }
     Ok(Services {
         timing: parse("")?.timing,
+        seed_services: None,
         api_tokens: Vec::new(),
         services,
     })
