@@ -274,3 +274,42 @@ async fn early_frames_fragments_and_pings() {
     assert_eq!(echoed, b"earlyfragmented");
     assert_eq!(pong.unwrap(), b"are you there");
 }
+
+/// Every ping of a burst gets its pong, in order (Autobahn 2.10, 2.11); a flood of pings is
+/// answered without growing without bound, and the session goes on.
+#[tokio::test]
+async fn every_ping_of_a_burst_gets_its_pong() {
+    let echo = echo_target().await;
+    let proxy = Proxy::start(&["127.0.0.1:0", &echo.to_string()]);
+    let (mut raw, head) = Raw::upgrade(proxy.addr, "").await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let mut burst = Vec::new();
+    for i in 0..10 {
+        burst.extend(frame(0x89, format!("payload-{i}").as_bytes(), true));
+    }
+    raw.stream.write_all(&burst).await.unwrap();
+    for i in 0..10 {
+        let (first, payload) = raw.read_frame().await;
+        assert_eq!(first, 0x8A);
+        assert_eq!(payload, format!("payload-{i}").as_bytes());
+    }
+    let mut flood = Vec::new();
+    for _ in 0..5000 {
+        flood.extend(frame(0x89, &[7u8; 125], true));
+    }
+    flood.extend(frame(0x82, b"after the flood", true));
+    raw.stream.write_all(&flood).await.unwrap();
+    let mut pongs = 0;
+    loop {
+        let (first, payload) = raw.read_frame().await;
+        match first {
+            0x8A => pongs += 1,
+            0x82 => {
+                assert_eq!(payload, b"after the flood");
+                break;
+            }
+            other => panic!("unexpected frame {other:#x}"),
+        }
+    }
+    assert!(pongs >= 64 && pongs <= 5000, "{pongs} pongs");
+}

@@ -18,6 +18,7 @@ pub mod buffer;
 pub mod frame;
 pub mod tap;
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
 use std::io;
@@ -34,6 +35,9 @@ use frame::{
     OP_PONG, OP_TEXT, Violation, close,
 };
 use tap::Tap;
+
+/// Pings and pongs queued for the client at most (see `Relay::control`).
+const MAX_QUEUED_CONTROL: usize = 64;
 
 /// Per-session limits and timers.
 #[derive(Debug, Clone, Copy)]
@@ -150,8 +154,10 @@ pub struct Relay<C, T> {
     down: Down,
     /// Control frame being written to the client (between data frames) and how much of it is out.
     writing: Option<(ControlFrame, usize)>,
-    /// Latest ping or pong waiting to go out (a newer one replaces it, RFC 6455 5.5.3).
-    ping_pong: Option<ControlFrame>,
+    /// Pings and pongs waiting to go out, in order: every client ping gets its pong (RFC 6455
+    /// allows answering only the latest, Autobahn 2.10/2.11 do not). At most `MAX_QUEUED_CONTROL`:
+    /// a flood drops the oldest, so it cannot grow memory. Empty, it holds no allocation.
+    control: VecDeque<ControlFrame>,
     close_frame: Option<ControlFrame>,
     /// A close frame is queued or sent: no data frame follows it.
     closing: bool,
@@ -217,7 +223,7 @@ where
                 client_shut: false,
             },
             writing: None,
-            ping_pong: None,
+            control: VecDeque::new(),
             close_frame: None,
             closing: false,
             close_sent: false,
@@ -300,6 +306,14 @@ where
 
     /// Queues a close frame (once) and stops reading the target. The client's reply is awaited
     /// until `close_timeout`.
+    fn queue_control(&mut self, frame: ControlFrame) {
+        if self.control.len() >= MAX_QUEUED_CONTROL {
+            self.control.pop_front();
+        }
+        self.control.push_back(frame);
+        self.changed = true;
+    }
+
     fn begin_close(&mut self, code: u16, reason: &str, end: End) {
         self.set_end(end);
         if self.closing {
@@ -339,7 +353,7 @@ where
         }
         self.up.heard = false;
         self.ping_outstanding = true;
-        self.ping_pong = Some(ControlFrame::new(OP_PING, b"wsproxy"));
+        self.queue_control(ControlFrame::new(OP_PING, b"wsproxy"));
         self.timer = Some(Box::pin(tokio::time::sleep_until(Instant::now() + every)));
         false
     }
@@ -457,8 +471,7 @@ where
             match event {
                 Event::Ping(payload, n) => {
                     if !self.closing {
-                        self.ping_pong = Some(ControlFrame::new(OP_PONG, &payload[..n]));
-                        self.changed = true;
+                        self.queue_control(ControlFrame::new(OP_PONG, &payload[..n]));
                     }
                 }
                 Event::Pong => {}
@@ -540,11 +553,11 @@ where
             }
             if let Some(frame) = self.close_frame.take() {
                 self.writing = Some((frame, 0));
-                self.ping_pong = None;
+                self.control = VecDeque::new();
                 continue;
             }
             if !self.closing
-                && let Some(frame) = self.ping_pong.take()
+                && let Some(frame) = self.control.pop_front()
             {
                 self.writing = Some((frame, 0));
                 continue;
