@@ -12,7 +12,7 @@ DEPS := cc:gcc nm:binutils python3:python3 openssl:openssl \
 	in.telnetd:telnetd-ssl vncserver:tigervnc-standalone-server :xfonts-base redis-server:redis-server \
 	qemu-system-x86_64:qemu-system-x86
 
-.PHONY: all build web test deps fmt-check clippy unit-and-e2e browser-test bench install demo clean
+.PHONY: all build web test deps fmt-check clippy unit-and-e2e api-conformance browser-test bench install demo clean
 
 all: build web
 
@@ -36,11 +36,17 @@ clippy:
 unit-and-e2e:
 	$(CARGO) test --workspace
 
+# The sessions API against its OpenAPI document: schemathesis (PyPI, in target/schemathesis-venv)
+# fuzzes a wsproxy --sessions on a free loopback port; reports in test-output/api-conformance/.
+# Uses target/debug/wsproxy, which unit-and-e2e builds (WSPROXY=path for another).
+api-conformance:
+	scripts/api-conformance
+
 # The consoles in headless Chromium against a real Xvnc, telnetd and a serial line.
 browser-test: build
 	tests/browser/run
 
-test: deps fmt-check clippy unit-and-e2e browser-test
+test: deps fmt-check clippy unit-and-e2e api-conformance browser-test
 
 # Every scenario against websockify, websocat, socat and raw-relay (two raw TCP relays in front
 # of the in-process WebSocket server: what one more hop costs), then wss:// throughput. The
@@ -49,6 +55,9 @@ test: deps fmt-check clippy unit-and-e2e browser-test
 # port), right after the same proxy without tokens: the token rows and targets are the ratios.
 # scripts/bench-peers installs the peers and redis-server. BENCH_ARGS replaces the sizes, e.g.
 # make bench BENCH_ARGS='--size-mib 16 --rounds 1 --round-trips 1000 --rtt-secs 1 --connects-secs 1 --idle-conns 500'
+# Last, wsproxy's on-demand sessions (about 15 s, whatever BENCH_ARGS says): launches of
+# `wsproxy-bench echo-server` on first connect, each next to a start of the same command alone
+# (the overhead is the difference), and reservations per second from 16 keep-alive API clients.
 bench: build
 	scripts/bench-peers
 	$(CARGO) build --release -p wsproxy-bench
@@ -67,6 +76,9 @@ bench: build
 		--proxy 'wsproxy=target/release/wsproxy --cert target/bench-cert.pem 127.0.0.1:{listen} {target}' \
 		--proxy 'websockify=target/bench-venv/bin/websockify --cert target/bench-cert.pem 127.0.0.1:{listen} {target}' \
 		--json target/bench-tls.json
+	target/release/wsproxy-bench sessions --rounds 3 --launches 10 --reserve-conns 16 --reserve-secs 3 \
+		--proxy 'wsproxy=target/release/wsproxy --sessions {services} 127.0.0.1:{listen}' \
+		--json target/bench-sessions.json
 
 install: build
 	install -D -m 0755 target/release/wsproxy $(DESTDIR)$(PREFIX)/bin/wsproxy

@@ -56,10 +56,31 @@ pub enum Command {
     ///     --connects-secs 1 --idle-conns 500 --proxy 'wsproxy=...'
     #[command(verbatim_doc_comment)]
     All(All),
+    /// wsproxy's on-demand sessions (`--sessions`): a launch on first connect next to the same
+    /// command started alone, and reservations per second through the REST API.
+    ///
+    /// Each round starts each --proxy afresh with a services file of its own, then: --launches
+    /// launches, each paired with a start of the command alone just before it; then
+    /// --reserve-conns keep-alive clients posting reservations for --reserve-secs.
+    /// Example (what `make bench` runs):
+    ///   wsproxy-bench sessions --rounds 3 \
+    ///     --proxy 'wsproxy=target/release/wsproxy --sessions {services} 127.0.0.1:{listen}'
+    #[command(verbatim_doc_comment)]
+    Sessions(Sessions),
     /// A minimal raw TCP relay (tokio copy_bidirectional, current_thread), used as a reference
     /// peer: --proxy 'raw-relay=target/release/wsproxy-bench relay 127.0.0.1:{listen} {ws-target}'
     #[command(hide = true)]
     Relay(Relay),
+    /// A TCP echo server on 127.0.0.1:PORT, the command the sessions scenario launches.
+    #[command(hide = true)]
+    EchoServer(EchoServer),
+}
+
+/// `wsproxy-bench echo-server PORT`: binds 127.0.0.1:PORT and echoes every connection until killed;
+/// the command the sessions scenario launches.
+#[derive(Args)]
+pub struct EchoServer {
+    pub port: u16,
 }
 
 #[derive(Args)]
@@ -225,4 +246,36 @@ pub struct All {
 
     #[command(flatten)]
     pub idle: IdleArgs,
+}
+
+#[derive(Args)]
+pub struct Sessions {
+    /// The proxy serving sessions, as NAME=COMMAND TEMPLATE (split with shell quoting rules):
+    /// {listen} becomes the port it must listen on, on 127.0.0.1; {services} the services file
+    /// the benchmark writes for each start (an API token, a service launching
+    /// `wsproxy-bench echo-server` on a port found free, and one for the reservations with a
+    /// count no run can reach). Repeat to compare builds; the targets are judged for `wsproxy`.
+    #[arg(long = "proxy", value_name = "NAME=TEMPLATE", required = true, verbatim_doc_comment)]
+    pub proxies: Vec<ProxySpec>,
+
+    /// Rounds. Each round starts every proxy afresh, in the order given.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rounds: u32,
+
+    /// Also write the results, every launch included, as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+
+    /// Launches timed per round and proxy (after one that is not), each paired with a start of
+    /// the command alone.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub launches: u64,
+
+    /// Keep-alive connections posting reservations at once.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub reserve_conns: u64,
+
+    /// Seconds the reservations run, per round.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub reserve_secs: u64,
 }

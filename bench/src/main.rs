@@ -10,10 +10,13 @@
 //! - `plan`: which scenarios a command runs; runs them over the peers in alternation.
 //! - Scenarios: `throughput` (one connection, SIZE bytes each way), `rtt` (32-byte round trips
 //!   on 1 and on 64 connections), `connects` (connections per second, also through proxies
-//!   that route by token), `idle` (proxy memory per idle connection).
+//!   that route by token), `idle` (proxy memory per idle connection); `sessions` (wsproxy's
+//!   on-demand sessions: launch on first connect, reservations per second) runs on its own.
 //! - `peer`: the baseline or a proxy, and the far end (TCP backend or WebSocket server) of a run.
 //! - `proxy`: `NAME=TEMPLATE` specs; starting a proxy, waiting until it listens, stopping it.
 //! - `relay`: a minimal raw TCP relay, run as a reference peer (`wsproxy-bench relay`).
+//! - `echo_server`: the command the sessions scenario launches (`wsproxy-bench echo-server`).
+//! - `http_client`: a minimal HTTP/1.1 keep-alive client for the sessions API.
 //! - `tokens`: the token set and its sources (a token file, `redis_server`: a private Redis) for
 //!   the proxies that route by token.
 //! - `echo`: echo servers (TCP and WebSocket) for the small-message scenarios.
@@ -32,7 +35,9 @@ mod cli;
 mod client;
 mod connects;
 mod echo;
+mod echo_server;
 mod handshake;
+mod http_client;
 mod idle;
 mod net;
 mod pattern;
@@ -45,6 +50,7 @@ mod relay;
 mod report;
 mod rng;
 mod rtt;
+mod sessions;
 mod stats;
 mod throughput;
 mod tls;
@@ -58,8 +64,11 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
-    if let cli::Command::Relay(args) = &cli.command {
-        return relay::main(args);
+    match &cli.command {
+        cli::Command::Relay(args) => return relay::main(args),
+        // Before any runtime: its start-up is what the sessions scenario measures.
+        cli::Command::EchoServer(args) => return echo_server::main(args),
+        _ => {}
     }
     // The default multi-thread runtime: the client and the in-process server or backend run
     // on separate cores, as a browser and a target would, instead of taking turns on one.

@@ -14,7 +14,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::handshake;
 use crate::net::{self, Reader, Writer};
-use crate::proxy::{NO_PROXY, Proxy, ProxySpec, Upstream};
+use crate::proxy::{NO_PROXY, Proxy, ProxySpec, SERVICES, Upstream};
 use crate::tls::Tls;
 use crate::tokens::{TokenSource, Tokens};
 use crate::ws::FrameReader;
@@ -40,12 +40,21 @@ impl<'a> Peer<'a> {
             if peers.iter().any(|peer| peer.name() == spec.name) {
                 return Err(format!("two proxies are named `{}`", spec.name));
             }
-            if let Upstream::Tokens(source) = spec.upstream {
-                return Err(format!(
-                    "--proxy {}: {} goes in a --token-proxy template",
-                    spec.name,
-                    source.placeholder()
-                ));
+            match spec.upstream {
+                Upstream::Tokens(source) => {
+                    return Err(format!(
+                        "--proxy {}: {} goes in a --token-proxy template",
+                        spec.name,
+                        source.placeholder()
+                    ));
+                }
+                Upstream::Services => {
+                    return Err(format!(
+                        "--proxy {}: {SERVICES} is for `wsproxy-bench sessions`",
+                        spec.name
+                    ));
+                }
+                Upstream::Tcp | Upstream::WebSocket => {}
             }
             peers.push(Peer::Proxy(spec));
         }
@@ -183,7 +192,8 @@ impl Setup {
             Peer::Proxy(spec) => {
                 let proxy = Proxy::start(spec, &addr.to_string()).await?;
                 let server = match spec.upstream {
-                    Upstream::Tcp | Upstream::Tokens(_) => Server::Tcp(listener),
+                    // `Peer::all` lets neither tokens nor services through; they are a TCP backend's.
+                    Upstream::Tcp | Upstream::Tokens(_) | Upstream::Services => Server::Tcp(listener),
                     Upstream::WebSocket => websocket,
                 };
                 Setup {

@@ -4,7 +4,7 @@
 //! A proxy's failure in one scenario is noted under the table and the rest goes on; the
 //! baseline failing is fatal, since nothing could be compared with it. Token sources (the file,
 //! redis-server) are set up before the first round, when a `--token-proxy` needs them, and
-//! removed after the last.
+//! removed after the last. `sessions` (wsproxy's on-demand sessions) has its own module and table.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -17,7 +17,7 @@ use crate::peer::Peer;
 use crate::report::{Report, issue_goals};
 use crate::tls::Tls;
 use crate::tokens::{TokenSet, Tokens};
-use crate::{connects, idle, rtt, throughput};
+use crate::{connects, idle, rtt, sessions, throughput};
 
 #[derive(Default)]
 struct Plan {
@@ -58,7 +58,8 @@ pub async fn run(command: Command) -> Result<(), String> {
             };
             (args.common, plan)
         }
-        Command::Relay(_) => return Err("`relay` is not a scenario".into()),
+        Command::Relay(_) | Command::EchoServer(_) => return Err("not a scenario".into()),
+        Command::Sessions(args) => return sessions::run(args).await,
         Command::All(args) => {
             let plan = Plan {
                 throughput: Some(throughput_options(&args.throughput, &args.common, None)),
@@ -152,7 +153,10 @@ async fn measure_all(common: &Common, plan: &Plan, peers: &[Peer<'_>], tokens: O
     }
     // The targets are for ws://; a wss:// run is reported without them.
     if plan.throughput.as_ref().is_none_or(|o| o.tls.is_none()) {
-        report.goals(issue_goals(plan.idle.as_ref().map_or(0, |idle| idle.conns)));
+        report.goals(
+            "issue 5 and the token issue",
+            issue_goals(plan.idle.as_ref().map_or(0, |idle| idle.conns)),
+        );
     }
     eprintln!("{title}\neach line is one run");
 
@@ -282,7 +286,7 @@ fn settle(peer: &Peer<'_>, scenario: &str, outcome: Result<(), String>, report: 
 }
 
 /// Prints the table and writes the JSON file, if asked.
-fn finish(report: &Report, json: Option<&Path>) -> Result<(), String> {
+pub fn finish(report: &Report, json: Option<&Path>) -> Result<(), String> {
     print!("{}", report.table());
     if let Some(path) = json {
         let text = serde_json::to_string_pretty(&report.json()).map_err(|e| e.to_string())?;

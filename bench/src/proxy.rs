@@ -21,6 +21,8 @@ use crate::tokens::TokenSource;
 
 /// The name reserved for the built-in baseline.
 pub const NO_PROXY: &str = "no-proxy";
+/// The placeholder of a sessions template: the services file.
+pub const SERVICES: &str = "{services}";
 
 /// How long a proxy may take to accept its first TCP connection.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -42,16 +44,20 @@ pub enum Upstream {
     /// `{token-file}` or `{redis}` (`--token-proxy` templates): a token source whose tokens all
     /// name the in-process TCP backend; the proxy routes each request by its `?token=`.
     Tokens(TokenSource),
+    /// `{services}` (`wsproxy-bench sessions` templates): the services file of wsproxy's
+    /// on-demand sessions, which says what to launch for each token the API hands out.
+    Services,
 }
 
 impl Upstream {
     /// Every kind, with the placeholder that selects it.
-    fn placeholders() -> [(&'static str, Upstream); 4] {
+    fn placeholders() -> [(&'static str, Upstream); 5] {
         [
             ("{target}", Upstream::Tcp),
             ("{ws-target}", Upstream::WebSocket),
             (TokenSource::File.placeholder(), Upstream::Tokens(TokenSource::File)),
             (TokenSource::Redis.placeholder(), Upstream::Tokens(TokenSource::Redis)),
+            (SERVICES, Upstream::Services),
         ]
     }
 
@@ -100,7 +106,8 @@ impl FromStr for ProxySpec {
             .collect();
         let [upstream] = found[..] else {
             return Err(
-                "the command template needs exactly one of {target}, {ws-target}, {token-file} and {redis}".into(),
+                "the command template needs exactly one of {target}, {ws-target}, {token-file}, {redis} and {services}"
+                    .into(),
             );
         };
         Ok(Self {
@@ -309,6 +316,12 @@ mod tests {
         );
         let spec: ProxySpec = "p=p --token-source {redis} 127.0.0.1:{listen}".parse().unwrap();
         assert_eq!(spec.upstream, Upstream::Tokens(TokenSource::Redis));
+        let spec: ProxySpec = "p=p --sessions {services} 127.0.0.1:{listen}".parse().unwrap();
+        assert_eq!(spec.upstream, Upstream::Services);
+        assert_eq!(
+            spec.argv(80, "/t/services.toml"),
+            ["p", "--sessions", "/t/services.toml", "127.0.0.1:80"]
+        );
     }
 
     #[test]
@@ -322,6 +335,7 @@ mod tests {
             "x=p {listen} {target} {ws-target}",
             "x=p {listen} {target} {token-file}",
             "x=p {listen} {token-file} {redis}",
+            "x=p {listen} {target} {services}",
             "x=",
         ] {
             assert!(bad.parse::<ProxySpec>().is_err(), "{bad}");

@@ -4,7 +4,9 @@
 //! The table has one row per metric and one column per peer; a cell is the median over the
 //! rounds, followed by its ratio to the baseline's median in parentheses (in the rows with a
 //! token plugin, to the same proxy's median without tokens). Below it, each target from issue 5
-//! and from the token issue that the peers present allow to judge is marked met or missed.
+//! and from the token issue that the peers present allow to judge is marked met or missed. The
+//! sessions scenario's table has no baseline (its cells are medians over launches and rounds, and
+//! p90s) and judges the sessions issue's targets.
 
 use serde_json::{Map, Value, json};
 
@@ -107,6 +109,52 @@ pub const CPU_CONNECT_TOKEN_REDIS_PROXY: Kind = kind(
     0,
     Ratio::Metric(CPU_CONNECT_PROXY.key),
 );
+/// The sessions scenario (`sessions`): one sample per launch, so the cell is the median over the
+/// launches; the p90 rows are recorded once, over every launch of every round.
+pub const LAUNCH: Kind = kind(
+    "launch",
+    "launch through the proxy, upgrade → first echo",
+    "ms",
+    2,
+    Ratio::None,
+);
+pub const LAUNCH_P90: Kind = kind(
+    "launch_p90",
+    "launch through the proxy, upgrade → first echo, p90",
+    "ms",
+    2,
+    Ratio::None,
+);
+pub const LAUNCH_ALONE: Kind = kind(
+    "launch_alone",
+    "the command alone, exec → listening",
+    "ms",
+    2,
+    Ratio::None,
+);
+pub const LAUNCH_ALONE_P90: Kind = kind(
+    "launch_alone_p90",
+    "the command alone, exec → listening, p90",
+    "ms",
+    2,
+    Ratio::None,
+);
+pub const LAUNCH_OVERHEAD: Kind = kind(
+    "launch_overhead",
+    "launch overhead (each launch − the start before it)",
+    "ms",
+    2,
+    Ratio::None,
+);
+pub const LAUNCH_OVERHEAD_P90: Kind = kind("launch_overhead_p90", "launch overhead, p90", "ms", 2, Ratio::None);
+pub const RESERVATIONS: Kind = kind("reservations", "reservations, keep-alive", "/s", 0, Ratio::None);
+pub const CPU_RESERVATION_PROXY: Kind = kind(
+    "cpu_reservation_proxy",
+    "CPU per reservation, proxy",
+    "µs",
+    1,
+    Ratio::None,
+);
 pub const IDLE_TRIED: Kind = kind("idle_tried", "idle conns the fd limit allowed", "conns", 0, Ratio::None);
 pub const IDLE_HELD: Kind = kind("idle_held", "idle conns held", "conns", 0, Ratio::None);
 pub const IDLE_RSS: Kind = kind("idle_rss", "proxy RSS per idle conn", "KiB", 2, Ratio::None);
@@ -130,6 +178,10 @@ pub struct Report {
     /// Options of the run, for the JSON file.
     settings: Value,
     goals: Vec<Goal>,
+    /// Where the targets come from, in the heading above them.
+    goals_from: String,
+    /// What the cells are, under the table, instead of the line about rounds and ratios.
+    explanation: Option<String>,
 }
 
 impl Report {
@@ -141,6 +193,8 @@ impl Report {
             notes: Vec::new(),
             settings,
             goals: Vec::new(),
+            goals_from: String::new(),
+            explanation: None,
         }
     }
 
@@ -172,9 +226,15 @@ impl Report {
         self.notes.push(note.into());
     }
 
-    /// Sets the targets to judge (see `issue_goals`).
-    pub fn goals(&mut self, goals: Vec<Goal>) {
+    /// Sets the targets to judge (see `issue_goals`), and where they come from.
+    pub fn goals(&mut self, from: &str, goals: Vec<Goal>) {
+        self.goals_from = from.to_string();
         self.goals = goals;
+    }
+
+    /// Says what the cells are, under the table, instead of "medians over the rounds; (ratio) ...".
+    pub fn explain(&mut self, text: impl Into<String>) {
+        self.explanation = Some(text.into());
     }
 
     fn find(&self, key: &str) -> Option<&Metric> {
@@ -258,7 +318,10 @@ impl Report {
             }
             out += "\n";
         }
-        out += &format!("medians over the rounds; (ratio) = median / {baseline}'s median\n");
+        match &self.explanation {
+            Some(text) => out += &format!("{text}\n"),
+            None => out += &format!("medians over the rounds; (ratio) = median / {baseline}'s median\n"),
+        }
         if self.metrics.iter().any(|m| matches!(m.kind.ratio, Ratio::Metric(_))) {
             out += "  in the rows with a token plugin, (ratio) = median / the same proxy's median without tokens\n";
         }
@@ -271,7 +334,7 @@ impl Report {
         }
         let checks = self.checks();
         if !checks.is_empty() {
-            out += "\ntargets (issue 5 and the token issue), judged on the medians above:\n";
+            out += &format!("\ntargets ({}), judged on the medians above:\n", self.goals_from);
             for check in &checks {
                 let verdict = match check.met {
                     Some(true) => "met   ",
@@ -446,6 +509,24 @@ pub fn issue_goals(idle: usize) -> Vec<Goal> {
     ]
 }
 
+/// The sessions issue's targets for the peer named `wsproxy` (`sessions` scenario): a launch on
+/// first connect adds at most 20 ms to the command's own start (the median of the paired
+/// differences), and the API takes at least 5,000 reservations per second.
+pub fn sessions_goals() -> Vec<Goal> {
+    let fixed = |text: &str, metric: &'static str, bound: f64, at_least: bool| Goal {
+        text: text.to_string(),
+        peer: "wsproxy".into(),
+        metric,
+        against: Against::Fixed(bound),
+        factor: 1.0,
+        at_least,
+    };
+    vec![
+        fixed("launch overhead ≤ 20 ms", LAUNCH_OVERHEAD.key, 20.0, false),
+        fixed("reservations ≥ 5000/s", RESERVATIONS.key, 5000.0, true),
+    ]
+}
+
 fn pad_left(text: &str, width: usize) -> String {
     let pad = width.saturating_sub(text.chars().count());
     format!("{}{text}", " ".repeat(pad))
@@ -468,7 +549,7 @@ mod tests {
             .collect();
         let peers = Peer::all(&specs).unwrap();
         let mut report = Report::new("test", &peers, Value::Null);
-        report.goals(issue_goals(100));
+        report.goals("issue 5 and the token issue", issue_goals(100));
         report
     }
 

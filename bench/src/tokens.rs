@@ -159,7 +159,7 @@ impl Drop for Tokens {
 
 /// target/ of the build that made this binary (target/release/wsproxy-bench → target/), or the
 /// system's temporary directory for a binary elsewhere.
-fn scratch_dir() -> PathBuf {
+pub fn scratch_dir() -> PathBuf {
     std::env::current_exe()
         .ok()
         .and_then(|exe| Some(exe.parent()?.parent()?.to_path_buf()))

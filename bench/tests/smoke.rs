@@ -1,8 +1,8 @@
 //! A smoke run of `wsproxy-bench all`, seconds long: every scenario against the baseline and the
 //! built-in raw relay, plus wsproxy when a build of it is at hand, then with tokens (a small token
-//! file, and Redis when redis-server is installed). It checks that the harness works end to end
-//! (table, targets, JSON, cleaning up), not any number: performance is judged by `make bench`.
-
+//! file, and Redis when redis-server is installed); and of `wsproxy-bench sessions` through that
+//! wsproxy. It checks that the harness works end to end (table, targets, JSON, cleaning up), not
+//! any number: performance is judged by `make bench`.
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -130,4 +130,98 @@ fn every_scenario_runs_and_reports() {
         }
         assert!(!token_dir.exists(), "{} was left behind", token_dir.display());
     }
+}
+
+/// Processes running `bench echo-server ...` (this test's binary): none may outlive a run.
+fn echo_servers(bench: &str) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| std::fs::read(entry.path().join("cmdline")).ok())
+        .map(|cmdline| {
+            cmdline
+                .split(|&b| b == 0)
+                .map(|arg| String::from_utf8_lossy(arg).into_owned())
+                .collect::<Vec<_>>()
+        })
+        .filter(|args| args.len() >= 2 && args[0] == bench && args[1] == "echo-server")
+        .map(|args| args.join(" "))
+        .collect()
+}
+
+/// A smoke run of `wsproxy-bench sessions` when a build of wsproxy is at hand: a few launches of
+/// `wsproxy-bench echo-server` through it and alone, and a second of reservations; the rows, the
+/// targets and the JSON are there, and nothing it started is left.
+#[test]
+fn the_sessions_scenario_runs_and_reports() {
+    let Some(wsproxy) = wsproxy() else {
+        eprintln!("no build of wsproxy in target/: skipped");
+        return;
+    };
+    let bench = env!("CARGO_BIN_EXE_wsproxy-bench");
+    let json = std::env::temp_dir().join(format!("wsproxy-bench-sessions-smoke-{}.json", std::process::id()));
+    let child = Command::new(bench)
+        .args([
+            "sessions",
+            "--rounds",
+            "1",
+            "--launches",
+            "3",
+            "--reserve-conns",
+            "2",
+            "--reserve-secs",
+            "1",
+            "--json",
+        ])
+        .arg(&json)
+        .arg("--proxy")
+        .arg(format!(
+            "wsproxy={} --sessions {{services}} 127.0.0.1:{{listen}}",
+            wsproxy.display()
+        ))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run wsproxy-bench sessions");
+    let scratch = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../target/bench-sessions.{}", child.id()));
+    let output = child.wait_with_output().expect("wait for wsproxy-bench");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    for row in [
+        "launch through the proxy, upgrade → first echo (ms)",
+        "launch through the proxy, upgrade → first echo, p90 (ms)",
+        "the command alone, exec → listening (ms)",
+        "launch overhead (each launch − the start before it) (ms)",
+        "reservations, 2 keep-alive conns (/s)",
+        "launch overhead ≤ 20 ms",
+        "reservations ≥ 5000/s",
+    ] {
+        assert!(stdout.contains(row), "no `{row}`:\n{stdout}");
+    }
+    assert!(!stdout.contains("failed"), "{stdout}\n{stderr}");
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let _ = std::fs::remove_file(&json);
+    let metric = |key: &str| {
+        report["metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["key"] == key)
+            .unwrap_or_else(|| panic!("no {key} in {report}"))["peers"]["wsproxy"]
+            .clone()
+    };
+    for key in ["launch", "launch_alone", "launch_overhead"] {
+        let runs = metric(key)["runs"].as_array().unwrap().len();
+        assert_eq!(runs, 3, "{key}: {}", metric(key));
+    }
+    assert!(metric("launch")["median"].as_f64().unwrap() > 0.0);
+    assert!(metric("launch_alone")["median"].as_f64().unwrap() > 0.0);
+    assert!(metric("reservations")["median"].as_f64().unwrap() > 0.0);
+    assert_eq!(report["targets"].as_array().unwrap().len(), 2, "{}", report["targets"]);
+    assert!(!scratch.exists(), "{} was left behind", scratch.display());
+    let left = echo_servers(bench);
+    assert!(left.is_empty(), "left running: {left:?}");
 }

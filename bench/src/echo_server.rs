@@ -1,0 +1,40 @@
+//! `wsproxy-bench echo-server PORT`: the command the sessions scenario launches, through wsproxy
+//! and on its own.
+//!
+//! It binds 127.0.0.1:PORT and echoes every connection, a thread each, until it is killed
+//! (SIGTERM's default action). No runtime, no output: from exec to listening it does little
+//! more than the loader and one bind, so its start-up is short and steady, and what a launch
+//! through wsproxy adds on top of it stands out.
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::process::ExitCode;
+
+use crate::cli::EchoServer;
+
+pub fn main(args: &EchoServer) -> ExitCode {
+    // std sets SO_REUSEADDR: a session's port is bound again right after its last command stopped.
+    let listener = match TcpListener::bind((Ipv4Addr::LOCALHOST, args.port)) {
+        Ok(listener) => listener,
+        Err(e) => {
+            eprintln!("echo-server: cannot listen on 127.0.0.1:{}: {e}", args.port);
+            return ExitCode::FAILURE;
+        }
+    };
+    for stream in listener.incoming() {
+        // EMFILE and the like: the client sees its connection fail.
+        let Ok(stream) = stream else { continue };
+        std::thread::spawn(move || echo(stream));
+    }
+    ExitCode::SUCCESS
+}
+
+fn echo(mut stream: TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let mut buf = [0; 4096];
+    while let Ok(n @ 1..) = stream.read(&mut buf) {
+        if stream.write_all(&buf[..n]).is_err() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,628 @@
+//! Scenario "sessions": wsproxy's on-demand sessions (`--sessions`), the two numbers of the
+//! sessions issue, measured side by side in one run.
+//!
+//! - Launch: a session is reserved through the API (not timed); then the time from the client's
+//!   connect and WebSocket upgrade with its token to the first byte of a 32-byte echo: wsproxy
+//!   launches the service's command (`wsproxy-bench echo-server PORT`), waits until it listens,
+//!   connects and relays. Just before each launch the same command is started alone, here, and
+//!   timed from exec to the first connect it accepts (polled every 200 µs from a blocking thread,
+//!   so no timer wheel rounds it to milliseconds). The overhead is each launch minus the start just
+//!   before it. Each session is then closed and deleted (204 once its command is stopped), so the
+//!   next one gets the same index and port. One of each comes first, untimed (page cache, the
+//!   proxy's first allocations).
+//! - Reservations: `conns` HTTP/1.1 keep-alive clients post `{"service": "bulk"}` one request
+//!   after the other for `secs` seconds. The service's count is more than any run can reserve and
+//!   its reserve_timeout longer than the run, so nothing launches, expires or is refused; the rate
+//!   counts the 201s over the time until the last answer, and any other answer is an error.
+//!
+//! Each round starts every proxy afresh with a services file of its own (the echo service's port
+//! is found free for that start), written in a scratch directory under target/ that is removed
+//! at the end. The proxy stops with SIGTERM, and stops whatever sessions it still has.
+//!
+//! wsproxy sees a local command listen by reading the kernel's socket tables (/proc/net/tcp and
+//! tcp6) at each check, so a launch takes longer when the tables are long: after `all`, the
+//! connects scenario's sockets sit in TIME_WAIT for a minute. The size of the tables when the
+//! launches begin is therefore printed under the table.
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tokio::task::JoinSet;
+use tokio::time::timeout;
+
+use crate::cli;
+use crate::client::raw::Conn;
+use crate::http_client::Client;
+use crate::pattern::pattern;
+use crate::peer::Peer;
+use crate::plan;
+use crate::procfs::CpuMark;
+use crate::proxy::{Proxy, ProxySpec, SERVICES, Upstream, free_port};
+use crate::report::{self, Report};
+use crate::rng::XorShift;
+use crate::rtt;
+use crate::stats::percentile;
+use crate::tokens;
+use crate::ws::Event;
+
+/// The service launched on connect, and the one only reserved.
+const ECHO: &str = "echo";
+const BULK: &str = "bulk";
+/// The reserve_timeout of the services file: longer than any run.
+const RESERVE_TIMEOUT_SECS: u64 = 3600;
+/// The bulk service's count per second of reservations: more than any run reaches.
+const BULK_PER_SEC: u64 = 100_000;
+/// A launch (upgrade to echo), or a start of the command alone, that takes longer fails the round.
+const LAUNCH_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the command started alone is tried.
+const ALONE_POLL: Duration = Duration::from_micros(200);
+/// A client stops after this many failed reservations; a broken proxy should not hold up the run.
+const MAX_FAILURES: u64 = 20;
+/// A rate that falls below this share of the first second's by the last second is noted.
+const FALL_NOTED: f64 = 0.8;
+
+pub struct Options {
+    pub rounds: u32,
+    pub launches: usize,
+    pub conns: usize,
+    pub secs: Duration,
+    /// `Authorization: Bearer` for the API, random per run.
+    bearer: String,
+    /// This very binary: it is the command (`echo-server`).
+    exe: PathBuf,
+}
+
+impl Options {
+    fn bulk_count(&self) -> u64 {
+        (self.secs.as_secs() * BULK_PER_SEC).min(u64::from(u32::MAX))
+    }
+}
+
+/// One launch through the proxy and the start of the command alone just before it, in ms.
+#[derive(Clone, Copy)]
+struct Pair {
+    through: f64,
+    alone: f64,
+}
+
+/// A proxy's launches over the rounds, and the TCP sockets in the tables as each round's began.
+#[derive(Clone, Default)]
+struct Launches {
+    pairs: Vec<Pair>,
+    sockets: Vec<usize>,
+}
+
+pub async fn run(args: cli::Sessions) -> Result<(), String> {
+    let specs = &args.proxies;
+    for (i, spec) in specs.iter().enumerate() {
+        if spec.upstream != Upstream::Services {
+            return Err(format!(
+                "--proxy {}: a sessions template has {SERVICES} (the services file) instead of a target",
+                spec.name
+            ));
+        }
+        if specs[..i].iter().any(|other| other.name == spec.name) {
+            return Err(format!("two proxies are named `{}`", spec.name));
+        }
+    }
+    let options = Options {
+        rounds: args.rounds,
+        launches: args.launches as usize,
+        conns: args.reserve_conns as usize,
+        secs: Duration::from_secs(args.reserve_secs),
+        bearer: format!("bench-{:016x}", XorShift::from_entropy().next_u64()),
+        exe: std::env::current_exe().map_err(|e| format!("cannot find this program's path: {e}"))?,
+    };
+    let scratch = Scratch::new()?;
+    let peers: Vec<Peer<'_>> = specs.iter().map(Peer::Proxy).collect();
+    let (title, settings) = describe(&options);
+    let mut report = Report::new(title.clone(), &peers, settings);
+    for kind in [
+        report::LAUNCH,
+        report::LAUNCH_P90,
+        report::LAUNCH_ALONE,
+        report::LAUNCH_ALONE_P90,
+        report::LAUNCH_OVERHEAD,
+        report::LAUNCH_OVERHEAD_P90,
+    ] {
+        report.metric(kind);
+    }
+    report.metric_as(
+        report::RESERVATIONS,
+        format!("reservations, {} keep-alive conns", options.conns),
+    );
+    report.metric(report::CPU_RESERVATION_PROXY);
+    report.goals("the sessions issue", report::sessions_goals());
+    report.explain(
+        "launch rows: median (and p90) over every launch of every round; each launch is paired with a start of\n\
+         the command alone just before it, and the overhead is their difference; reservations: median over the rounds",
+    );
+    eprintln!("{title}\neach line is one run");
+
+    let mut launches: Vec<Launches> = vec![Launches::default(); specs.len()];
+    for round in 1..=options.rounds {
+        for (spec, launches) in specs.iter().zip(&mut launches) {
+            let outcome = measure_round(spec, &options, &scratch, &mut report, launches, round).await;
+            if let Err(e) = outcome {
+                eprintln!("  {} sessions: FAILED: {e}", spec.name);
+                let first = e.lines().next().unwrap_or_default();
+                report.note(format!("{} sessions, round {round}, failed: {first}", spec.name));
+            }
+        }
+    }
+    for (spec, launches) in specs.iter().zip(&launches) {
+        let p90 = |value: fn(&Pair) -> f64| {
+            let mut values: Vec<f64> = launches.pairs.iter().map(value).collect();
+            values.sort_by(f64::total_cmp);
+            percentile(&values, 90.0)
+        };
+        let rows = [
+            (report::LAUNCH_P90, p90(|p| p.through)),
+            (report::LAUNCH_ALONE_P90, p90(|p| p.alone)),
+            (report::LAUNCH_OVERHEAD_P90, p90(|p| p.through - p.alone)),
+        ];
+        for (kind, value) in rows {
+            if let Some(value) = value {
+                report.record(kind, &spec.name, value);
+            }
+        }
+        if let (Some(fewest), Some(most)) = (launches.sockets.iter().min(), launches.sockets.iter().max()) {
+            let range = if fewest == most {
+                fewest.to_string()
+            } else {
+                format!("{fewest} to {most}")
+            };
+            report.note(format!(
+                "{} launches began with {range} TCP sockets in /proc/net/tcp and tcp6 (TIME_WAIT included), \
+                 which wsproxy reads at each check that a command listens",
+                spec.name
+            ));
+        }
+    }
+    plan::finish(&report, args.json.as_deref())
+}
+
+/// Starts `spec` afresh, measures launches then reservations, and stops it.
+async fn measure_round(
+    spec: &ProxySpec,
+    options: &Options,
+    scratch: &Scratch,
+    report: &mut Report,
+    launched_so_far: &mut Launches,
+    round: u32,
+) -> Result<(), String> {
+    let rounds = options.rounds;
+    let file = scratch.services(&format!("{}-{round}", spec.name), options, free_port()?)?;
+    let proxy = Proxy::start(spec, &file.display().to_string()).await?;
+    let name = spec.name.as_str();
+    let outcome = async {
+        let sockets = tcp_sockets();
+        launched_so_far.sockets.push(sockets);
+        let launched = launches(proxy.port(), options)
+            .await
+            .map_err(|e| format!("launches: {e}"))?;
+        for pair in &launched {
+            report.record(report::LAUNCH, name, pair.through);
+            report.record(report::LAUNCH_ALONE, name, pair.alone);
+            report.record(report::LAUNCH_OVERHEAD, name, pair.through - pair.alone);
+        }
+        let median = |value: fn(&Pair) -> f64| {
+            crate::stats::median(&launched.iter().map(value).collect::<Vec<_>>()).unwrap_or(f64::NAN)
+        };
+        eprintln!(
+            "  round {round}/{rounds}  {name:<12} launch  {:>6.2} ms median  (the command alone {:.2} ms; {} launches; \
+             {sockets} TCP sockets)",
+            median(|p| p.through),
+            median(|p| p.alone),
+            launched.len()
+        );
+        launched_so_far.pairs.extend(launched);
+
+        let reserved = reservations(proxy.port(), proxy.group(), options)
+            .await
+            .map_err(|e| format!("reservations: {e}"))?;
+        let rate = reserved.done as f64 / reserved.elapsed.as_secs_f64();
+        let by_second: Vec<String> = reserved.by_second.iter().map(|n| n.to_string()).collect();
+        eprintln!(
+            "  round {round}/{rounds}  {name:<12} reservations  {rate:>8.0} /s  ({} in {:.2} s, {} failed; each second: {})",
+            reserved.done,
+            reserved.elapsed.as_secs_f64(),
+            reserved.failed,
+            by_second.join(" ")
+        );
+        report.record(report::RESERVATIONS, name, rate);
+        let cpu_us = reserved.proxy_cpu.as_secs_f64() * 1e6 / reserved.done.max(1) as f64;
+        report.record(report::CPU_RESERVATION_PROXY, name, cpu_us);
+        if let Some(e) = &reserved.first_error {
+            report.note(format!(
+                "{name} reservations, round {round}: {} of {} failed; the first: {e}",
+                reserved.failed,
+                reserved.done + reserved.failed
+            ));
+        }
+        if reserved.reconnects > 0 {
+            report.note(format!(
+                "{name} reservations, round {round}: {} reconnections (the API closed keep-alive connections)",
+                reserved.reconnects
+            ));
+        }
+        if let (Some(&first), Some(&last)) = (reserved.by_second.first(), reserved.by_second.last())
+            && (last as f64) < FALL_NOTED * first as f64
+        {
+            report.note(format!(
+                "{name} reservations, round {round}: {first}/s in the first second, {last}/s in the last, with {} \
+                 reservations live",
+                reserved.done
+            ));
+        }
+        Ok::<_, String>(())
+    }
+    .await;
+    match outcome {
+        Ok(()) => proxy.stop().await,
+        Err(e) => {
+            let note = proxy.output_note();
+            let _ = proxy.stop().await;
+            Err(format!("{e}{note}"))
+        }
+    }
+}
+
+/// `options.launches` pairs (after one untimed pair): the command alone, then a launch through
+/// the proxy listening on `port`.
+async fn launches(port: u16, options: &Options) -> Result<Vec<Pair>, String> {
+    let mut api = Client::new(port, &options.bearer);
+    start_alone(&options.exe).await?;
+    launch(port, &mut api).await?;
+    let mut pairs = Vec::with_capacity(options.launches);
+    for _ in 0..options.launches {
+        let alone = start_alone(&options.exe).await?;
+        let through = launch(port, &mut api).await?;
+        pairs.push(Pair {
+            through: through.as_secs_f64() * 1e3,
+            alone: alone.as_secs_f64() * 1e3,
+        });
+    }
+    Ok(pairs)
+}
+
+/// Reserves an echo session, times its launch (upgrade to the first echoed byte), closes it and
+/// deletes it, waiting for the 204 (the command stopped).
+async fn launch(port: u16, api: &mut Client) -> Result<Duration, String> {
+    let request = api.request("POST", "/api/v1/sessions", Some(&format!(r#"{{"service": "{ECHO}"}}"#)));
+    let created = api.call(&request).await?;
+    if created.status != 201 {
+        return Err(format!(
+            "the reservation was answered {}: {}",
+            created.status,
+            created.excerpt()
+        ));
+    }
+    let session: serde_json::Value =
+        serde_json::from_slice(&created.body).map_err(|e| format!("the reservation's body is not JSON: {e}"))?;
+    let (Some(id), Some(token)) = (session["id"].as_str(), session["token"].as_str()) else {
+        return Err(format!("the reservation has no id or token: {session}"));
+    };
+    let timed = timeout(
+        LAUNCH_TIMEOUT,
+        first_echo(port, &format!("{}?token={token}", tokens::PATH)),
+    )
+    .await;
+    // Whatever happened, stop the session: the next one needs its index and its port.
+    let request = api.request("DELETE", &format!("/api/v1/sessions/{id}"), None);
+    let deleted = api.call(&request).await;
+    let elapsed = timed.map_err(|_| format!("no echo within {} s of the upgrade", LAUNCH_TIMEOUT.as_secs()))??;
+    match deleted {
+        Ok(response) if response.status == 204 => Ok(elapsed),
+        Ok(response) => Err(format!(
+            "DELETE of session {id} was answered {}: {}",
+            response.status,
+            response.excerpt()
+        )),
+        Err(e) => Err(format!("DELETE of session {id}: {e}")),
+    }
+}
+
+/// Connects to `path` (a session's token), sends 32 bytes as soon as the upgrade is answered, and
+/// returns the time from connecting to the first echoed byte; then checks the rest and closes.
+async fn first_echo(port: u16, path: &str) -> Result<Duration, String> {
+    let payload = pattern().window(0, rtt::PAYLOAD);
+    let start = Instant::now();
+    let mut conn = Conn::open(port, path, None, rtt::SMALL_READ).await?;
+    conn.send(payload).await?;
+    let (elapsed, got) = match conn.frames.next().await? {
+        Event::Data(data) if payload.starts_with(data) => (start.elapsed(), data.len()),
+        Event::Data(_) => return Err("the echo differs from what was sent".into()),
+        Event::Close => return Err("closed before the first echo: the launch failed (see the proxy's output)".into()),
+        Event::Eof => return Err("the connection ended before the first echo".into()),
+    };
+    conn.expect(&payload[got..]).await?;
+    conn.close().await;
+    Ok(elapsed)
+}
+
+/// Starts the command alone on a free port and times it from exec to the first connect it
+/// accepts; then kills it.
+async fn start_alone(exe: &Path) -> Result<Duration, String> {
+    let exe = exe.to_path_buf();
+    tokio::task::spawn_blocking(move || start_alone_blocking(&exe))
+        .await
+        .map_err(|e| format!("the start of the command alone failed: {e}"))?
+}
+
+fn start_alone_blocking(exe: &Path) -> Result<Duration, String> {
+    let port = free_port()?;
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let start = Instant::now();
+    // As wsproxy starts it: its own process group, no stdin.
+    let child = std::process::Command::new(exe)
+        .args(["echo-server", &port.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .map_err(|e| format!("cannot run {}: {e}", exe.display()))?;
+    let mut child = Killed(child);
+    loop {
+        if std::net::TcpStream::connect(addr).is_ok() {
+            return Ok(start.elapsed());
+        }
+        if let Ok(Some(status)) = child.0.try_wait() {
+            return Err(format!("`{} echo-server {port}` exited ({status})", exe.display()));
+        }
+        if start.elapsed() > LAUNCH_TIMEOUT {
+            return Err(format!(
+                "`{} echo-server {port}` did not listen within {} s",
+                exe.display(),
+                LAUNCH_TIMEOUT.as_secs()
+            ));
+        }
+        std::thread::sleep(ALONE_POLL);
+    }
+}
+
+/// The TCP sockets in this network namespace's tables, as wsproxy reads them.
+fn tcp_sockets() -> usize {
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|table| std::fs::read_to_string(table).ok())
+        .map(|text| text.lines().count().saturating_sub(1))
+        .sum()
+}
+
+/// A child that is killed and reaped when dropped.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[derive(Default)]
+struct Count {
+    done: u64,
+    failed: u64,
+    reconnects: u64,
+    first_error: Option<String>,
+}
+
+struct Reserved {
+    done: u64,
+    failed: u64,
+    reconnects: u64,
+    first_error: Option<String>,
+    elapsed: Duration,
+    /// Reservations in each whole second of the run.
+    by_second: Vec<u64>,
+    proxy_cpu: Duration,
+}
+
+/// `options.conns` keep-alive clients reserving for `options.secs`.
+async fn reservations(port: u16, group: i32, options: &Options) -> Result<Reserved, String> {
+    let done = Arc::new(AtomicU64::new(0));
+    let mark = CpuMark::now(Some(group));
+    let start = Instant::now();
+    let deadline = start + options.secs;
+    let mut workers = JoinSet::new();
+    for _ in 0..options.conns {
+        workers.spawn(reserve(port, options.bearer.clone(), deadline, done.clone()));
+    }
+    let whole_seconds = options.secs.as_secs() as usize;
+    let mut by_second = Vec::with_capacity(whole_seconds);
+    let mut ticks = tokio::time::interval_at((start + Duration::from_secs(1)).into(), Duration::from_secs(1));
+    let mut counted = 0;
+    let mut total = Count::default();
+    loop {
+        tokio::select! {
+            joined = workers.join_next() => {
+                let Some(joined) = joined else { break };
+                let count = joined.map_err(|e| format!("a client failed: {e}"))?;
+                total.done += count.done;
+                total.failed += count.failed;
+                total.reconnects += count.reconnects;
+                total.first_error = total.first_error.or(count.first_error);
+            }
+            _ = ticks.tick(), if by_second.len() < whole_seconds => {
+                let now = done.load(Ordering::Relaxed);
+                by_second.push(now - counted);
+                counted = now;
+            }
+        }
+    }
+    let elapsed = start.elapsed();
+    let proxy_cpu = mark.since().proxy;
+    // The clients stop at the deadline: what came after the last tick is the last second's.
+    if by_second.len() < whole_seconds {
+        by_second.push(done.load(Ordering::Relaxed) - counted);
+    }
+    match (total.done, total.first_error) {
+        (0, Some(e)) => Err(format!("no reservation succeeded; the first error: {e}")),
+        (_, first_error) => Ok(Reserved {
+            done: total.done,
+            failed: total.failed,
+            reconnects: total.reconnects,
+            first_error,
+            elapsed,
+            by_second,
+            proxy_cpu,
+        }),
+    }
+}
+
+/// One client: reservation after reservation on one keep-alive connection until `deadline`.
+async fn reserve(port: u16, bearer: String, deadline: Instant, done: Arc<AtomicU64>) -> Count {
+    let mut client = Client::new(port, &bearer);
+    let request = client.request("POST", "/api/v1/sessions", Some(&format!(r#"{{"service": "{BULK}"}}"#)));
+    let mut count = Count::default();
+    while Instant::now() < deadline && count.failed < MAX_FAILURES {
+        match client.call(&request).await {
+            Ok(response) if response.status == 201 => {
+                count.done += 1;
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(response) => {
+                count.failed += 1;
+                count
+                    .first_error
+                    .get_or_insert_with(|| format!("answered {}: {}", response.status, response.excerpt()));
+            }
+            Err(e) => {
+                count.failed += 1;
+                count.first_error.get_or_insert(e);
+            }
+        }
+    }
+    count.reconnects = client.reconnects;
+    count
+}
+
+/// The table's title and the settings for the JSON file.
+fn describe(options: &Options) -> (String, serde_json::Value) {
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let title = format!(
+        "wsproxy-bench sessions: {} round(s) on {cpus} CPUs, 127.0.0.1; {} launches per round of `wsproxy-bench \
+         echo-server`, each after a start of it alone; reservations {} keep-alive conns × {} s",
+        options.rounds,
+        options.launches,
+        options.conns,
+        options.secs.as_secs()
+    );
+    let settings = json!({
+        "rounds": options.rounds,
+        "sessions": {
+            "launches": options.launches,
+            "untimed_launches": 1,
+            "command": [options.exe.display().to_string(), "echo-server", "{port}"],
+            "payload_bytes": rtt::PAYLOAD,
+            "alone_poll_us": ALONE_POLL.as_micros() as u64,
+            "reserve_conns": options.conns,
+            "reserve_secs": options.secs.as_secs(),
+            "bulk_count": options.bulk_count(),
+            "reserve_timeout_secs": RESERVE_TIMEOUT_SECS,
+        },
+    });
+    (title, settings)
+}
+
+/// The scratch directory (target/bench-sessions.PID) for the services files; removed when dropped.
+struct Scratch {
+    dir: PathBuf,
+}
+
+impl Scratch {
+    fn new() -> Result<Scratch, String> {
+        let dir = tokens::scratch_dir().join(format!("bench-sessions.{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        Ok(Scratch { dir })
+    }
+
+    /// Writes the services file `NAME.toml` for one start, with the echo service on `port`.
+    fn services(&self, name: &str, options: &Options, port: u16) -> Result<PathBuf, String> {
+        let path = self.dir.join(format!("{name}.toml"));
+        std::fs::write(&path, services_text(options, port))
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        Ok(path)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The services file: the API token, the echo service (one at a time, on `port`) and the bulk one.
+fn services_text(options: &Options, port: u16) -> String {
+    // A JSON string is a TOML basic string: quotes and backslashes in the path are escaped alike.
+    let exe = serde_json::Value::from(options.exe.display().to_string()).to_string();
+    let bearer = &options.bearer;
+    let count = options.bulk_count();
+    format!(
+        r#"# Written by wsproxy-bench sessions for one start of the proxy; removed when it ends.
+[sessions]
+# Longer than any run: reservations neither expire nor launch while they are counted.
+reserve_timeout = {RESERVE_TIMEOUT_SECS}
+start_timeout = 10
+# Sessions end by DELETE (204 once the command is stopped), not when their client leaves.
+linger = 60
+stop_grace = 2
+
+[[api.token]]
+token = "{bearer}"
+scopes = ["sessions"]
+user = "bench"
+
+# Launched on each first connect, one at a time: always on port {port}, found free for this start.
+[[service]]
+name = "{ECHO}"
+count = 1
+command = [{exe}, "echo-server", "{{port}}"]
+port = "{port}+{{index}}"
+target = "127.0.0.1:{{port}}"
+
+# Reserved only: nothing connects with its tokens, so it never launches.
+[[service]]
+name = "{BULK}"
+count = {count}
+command = [{exe}, "echo-server", "0"]
+target = "unix:{{runtime_dir}}/never.sock"
+"#
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_services_file_escapes_the_path_and_keeps_the_placeholders() {
+        let options = Options {
+            rounds: 1,
+            launches: 1,
+            conns: 1,
+            secs: Duration::from_secs(2),
+            bearer: "bench-1".into(),
+            exe: PathBuf::from("/t/a \"b\"/wsproxy-bench"),
+        };
+        let text = services_text(&options, 40001);
+        assert!(
+            text.contains(r#"command = ["/t/a \"b\"/wsproxy-bench", "echo-server", "{port}"]"#),
+            "{text}"
+        );
+        assert!(
+            text.contains("port = \"40001+{index}\"\ntarget = \"127.0.0.1:{port}\""),
+            "{text}"
+        );
+        assert!(text.contains("count = 200000\n"), "{text}");
+        assert!(text.contains("token = \"bench-1\""), "{text}");
+    }
+}
