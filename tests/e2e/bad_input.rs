@@ -250,3 +250,45 @@ fn startup_errors_are_one_line_with_exit_64() {
     let mut proxy = Proxy::spawn(&["--no-such-option"]);
     assert_eq!(proxy.wait_exit(WAIT).code(), Some(2));
 }
+
+/// The close reply survives a client that goes on sending after its close frame (Autobahn 9.x saw
+/// it lost): the server reads and discards for a while instead of closing a socket with unread
+/// bytes, which the kernel answers with a reset that destroys what the client has not read yet.
+#[tokio::test]
+async fn the_close_reply_arrives_while_the_client_is_still_sending() {
+    let proxy = echo_proxy(&[]).await;
+    for round in 0..3 {
+        let (mut raw, _) = Raw::upgrade(proxy.addr, "").await;
+        // Echoed data the client does not read for a while (both directions back up), its close
+        // frame, and bytes it already had in flight after it.
+        let mut bytes = Vec::new();
+        for _ in 0..64 {
+            bytes.extend(frame(0x82, &[0x33u8; 32 * 1024], true));
+        }
+        bytes.extend(frame(0x88, &1000u16.to_be_bytes(), true));
+        bytes.extend(std::iter::repeat_n(0x55u8, 512 * 1024));
+        let (mut reader, mut writer) = raw.stream.into_split();
+        let sending = tokio::spawn(async move {
+            let _ = writer.write_all(&bytes).await;
+            writer
+        });
+        // Read only once the server has had time to answer and close.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        raw.buf.clear();
+        let mut got = Vec::new();
+        loop {
+            let mut chunk = [0u8; 65536];
+            let n = tokio::time::timeout(WAIT, reader.read(&mut chunk))
+                .await
+                .expect("nothing read")
+                .unwrap_or_else(|e| panic!("round {round}: reset before the close reply was read: {e}"));
+            assert!(n > 0, "round {round}: end of stream without a close reply: {got:?}");
+            got.extend_from_slice(&chunk[..n]);
+            if got.windows(4).any(|w| w == [0x88, 0x02, 0x03, 0xe8]) {
+                break;
+            }
+        }
+        drop(sending);
+    }
+    still_works(proxy.addr).await;
+}

@@ -326,6 +326,22 @@ async fn relay(shared: &Shared, mut client: ClientStream, early: &[u8], id: u64,
         started.elapsed().as_secs_f64()
     );
     shared.session_closed();
+    linger(relay.into_client()).await;
+}
+
+/// How long a closed session keeps reading what the client still sends.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// A lingering close, as nginx does: our close frame is written and our half shut, but closing the
+/// socket while unread client bytes wait in the kernel would answer them with a reset, which can
+/// destroy the close frame before the client reads it. So read and discard until the client's end
+/// of stream, for at most `LINGER`.
+async fn linger(mut client: ClientStream) {
+    let mut sink = [0u8; 4096];
+    let _ = tokio::time::timeout(LINGER, async {
+        while matches!(client.read(&mut sink).await, Ok(n) if n > 0) {}
+    })
+    .await;
 }
 
 /// Sends a close frame on a session that never reached the relay, then waits (bounded) for the

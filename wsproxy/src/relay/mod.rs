@@ -267,6 +267,11 @@ where
         self.begin_close(close::NORMAL, "Target closed", End::TargetClosed);
     }
 
+    /// The client stream, once the relay is over (for the lingering close).
+    pub fn into_client(self) -> C {
+        self.client
+    }
+
     /// Drives both directions; ready when the session is over.
     pub fn poll_relay(&mut self, cx: &mut Context<'_>) -> Poll<Report> {
         loop {
