@@ -311,5 +311,5 @@ async fn every_ping_of_a_burst_gets_its_pong() {
             other => panic!("unexpected frame {other:#x}"),
         }
     }
-    assert!(pongs >= 64 && pongs <= 5000, "{pongs} pongs");
+    assert!((64..=5000).contains(&pongs), "{pongs} pongs");
 }
