@@ -58,9 +58,6 @@ test: deps fmt-check clippy unit-and-e2e api-conformance browser-test
 # Last, wsproxy's on-demand sessions (about 15 s, whatever BENCH_ARGS says): launches of
 # `wsproxy-bench echo-server` on first connect, each next to a start of the same command alone
 # (the overhead is the difference), and reservations per second from 16 keep-alive API clients.
-# Last, wsproxy's on-demand sessions (about 15 s, whatever BENCH_ARGS says): launches of
-# `wsproxy-bench echo-server` on first connect, each next to a start of the same command alone
-# (the overhead is the difference), and reservations per second from 16 keep-alive API clients.
 bench: build
 	scripts/bench-peers
 	$(CARGO) build --release -p wsproxy-bench
@@ -79,9 +76,6 @@ bench: build
 		--proxy 'wsproxy=target/release/wsproxy --cert target/bench-cert.pem 127.0.0.1:{listen} {target}' \
 		--proxy 'websockify=target/bench-venv/bin/websockify --cert target/bench-cert.pem 127.0.0.1:{listen} {target}' \
 		--json target/bench-tls.json
-	target/release/wsproxy-bench sessions --rounds 3 --launches 10 --reserve-conns 16 --reserve-secs 3 \
-		--proxy 'wsproxy=target/release/wsproxy --sessions {services} 127.0.0.1:{listen}' \
-		--json target/bench-sessions.json
 	target/release/wsproxy-bench sessions --rounds 3 --launches 10 --reserve-conns 16 --reserve-secs 3 \
 		--proxy 'wsproxy=target/release/wsproxy --sessions {services} 127.0.0.1:{listen}' \
 		--json target/bench-sessions.json
