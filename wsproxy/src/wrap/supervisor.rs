@@ -36,6 +36,9 @@ const BIND_WAIT: Duration = Duration::from_secs(5);
 const RESPAWN_STARTS: usize = 3;
 const RESPAWN_WINDOW: Duration = Duration::from_secs(10);
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+/// Added to the window's end: timers may fire a millisecond early, which must not let a fourth
+/// start in at 9.999 s.
+const WINDOW_MARGIN: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// Exit codes when the command cannot be started, as sh uses them.
 pub const EXIT_NOT_FOUND: u8 = 127;
@@ -176,7 +179,7 @@ impl RespawnLimit {
             return None;
         }
         let oldest = self.starts.len() - RESPAWN_STARTS;
-        let window_allows = (self.starts[oldest] + RESPAWN_WINDOW).saturating_duration_since(now);
+        let window_allows = (self.starts[oldest] + RESPAWN_WINDOW + WINDOW_MARGIN).saturating_duration_since(now);
         let wait = window_allows.max(self.backoff);
         self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
         Some(wait)
@@ -319,6 +322,35 @@ mod tests {
         assert_eq!(limit.backoff, FIRST_BACKOFF);
         now += RESPAWN_WINDOW;
         assert_eq!(limit.delay(now), None);
+    }
+
+    /// Timers that fire up to a millisecond early (rounding) still never allow a fourth start within
+    /// the window, including at its boundary.
+    #[test]
+    fn the_window_holds_when_timers_fire_early() {
+        let t0 = Instant::now();
+        let mut limit = RespawnLimit::default();
+        let mut now = t0;
+        let mut starts = Vec::new();
+        while now < t0 + Duration::from_secs(120) {
+            if let Some(wait) = limit.delay(now) {
+                now += wait.saturating_sub(Duration::from_millis(1));
+            }
+            limit.started(now);
+            starts.push(now);
+            // A command that fails at once, and resets the backoff as if it had run long enough:
+            // only the window limits the starts.
+            limit.ran(RESPAWN_WINDOW);
+            now += Duration::from_millis(10);
+        }
+        for (i, start) in starts.iter().enumerate() {
+            let in_window = starts[i..].iter().filter(|s| **s < *start + RESPAWN_WINDOW).count();
+            assert!(
+                in_window <= RESPAWN_STARTS,
+                "{in_window} starts within 10 s from {:?}",
+                *start - t0
+            );
+        }
     }
 
     #[test]
