@@ -3,7 +3,7 @@
 //! The command runs in its own process group with a mark in its environment
 //! (`WSPROXY_SESSION=<wsproxy pid>:<session>`), its stdout and stderr go to wsproxy's log prefixed
 //! with the session id. Readiness is event-driven where it can be (librebind.so's report, the
-//! announce line) and then confirmed by connecting, polled from 5 ms up to 100 ms: never a fixed
+//! announce line) and then read from the kernel's socket tables, every 5 ms at first: never a fixed
 //! one-second sleep. The launch races the command's exit and `start_timeout`.
 //!
 //! No process of a session outlives wsproxy, even a SIGKILLed one: a guard process per session (a
@@ -34,7 +34,8 @@ use crate::wrap::spawn;
 /// The variable that marks every process of a session (value `<wsproxy pid>:<session id>`).
 pub const MARK_VAR: &str = "WSPROXY_SESSION";
 const FIRST_POLL: Duration = Duration::from_millis(5);
-const MAX_POLL: Duration = Duration::from_millis(100);
+const FAST_POLLING: Duration = Duration::from_millis(200);
+const MAX_POLL: Duration = Duration::from_millis(50);
 
 pub struct Spec {
     pub session: String,
@@ -237,24 +238,40 @@ pub async fn launch(spec: Spec, stop: &CancellationToken, grace: Duration) -> Re
     Err(failure)
 }
 
-/// Waits until the target listens, polling from 5 ms up to 100 ms (the caller bounds it). A target
-/// on this machine is looked up in the kernel's socket tables (`/proc/net/tcp`, `tcp6`, `unix`)
-/// instead of connected to: a server that takes one connection (netkit telnetd) must keep it for
-/// the client. A target elsewhere is connected to.
+/// Waits until the target listens, polling every 5 ms for the first 200 ms, then every 50 ms (the
+/// caller bounds it). A target on this machine is looked up in the kernel's socket tables
+/// (`/proc/net/tcp`, `tcp6`, `unix`) instead of connected to: a server that takes one connection
+/// (netkit telnetd) must keep it for the client. Those tables are read on the blocking pool: with
+/// tens of thousands of sockets a read takes milliseconds, which must not stall the relays. A
+/// target elsewhere is connected to.
 async fn accepts(target: &Target) {
-    let mut pause = FIRST_POLL;
+    let started = Instant::now();
     loop {
         let ok = match target {
-            Target::Tcp { host, port } if is_local(host) => listening_tcp(host, *port),
+            Target::Tcp { host, port } if is_local(host) => {
+                let (host, port) = (host.clone(), *port);
+                tokio::task::spawn_blocking(move || listening_tcp(&host, port))
+                    .await
+                    .unwrap_or(false)
+            }
             Target::Tcp { host, port } => TcpStream::connect((host.as_str(), *port)).await.is_ok(),
-            Target::Unix(path) => listening_unix(path),
+            Target::Unix(path) => {
+                let path = path.clone();
+                tokio::task::spawn_blocking(move || listening_unix(&path))
+                    .await
+                    .unwrap_or(false)
+            }
             Target::Wrapped { .. } => true,
         };
         if ok {
             return;
         }
+        let pause = if started.elapsed() < FAST_POLLING {
+            FIRST_POLL
+        } else {
+            MAX_POLL
+        };
         tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(MAX_POLL);
     }
 }
 

@@ -87,8 +87,37 @@ pub struct Memory {
 struct Inner {
     sessions: HashMap<String, Record>,
     tokens: HashMap<String, String>,
-    /// Indexes in use, per service.
-    taken: HashMap<String, BTreeSet<u32>>,
+    /// Free indexes, per service: O(log n) to claim the lowest, whatever the count.
+    indexes: HashMap<String, Indexes>,
+    /// Live sessions per (service, user), for `per_user`.
+    per_user: HashMap<(String, String), u32>,
+}
+
+/// A service's indexes: every one below `high` was handed out; `freed` are those given back.
+#[derive(Default)]
+struct Indexes {
+    high: u32,
+    freed: BTreeSet<u32>,
+}
+
+impl Indexes {
+    fn claim(&mut self, count: u32) -> Option<u32> {
+        if let Some(index) = self.freed.pop_first() {
+            return Some(index);
+        }
+        (self.high < count).then(|| {
+            self.high += 1;
+            self.high - 1
+        })
+    }
+
+    fn release(&mut self, index: u32) {
+        self.freed.insert(index);
+        // Keep `freed` small: indexes at the top go back to never handed out.
+        while self.high > 0 && self.freed.remove(&(self.high - 1)) {
+            self.high -= 1;
+        }
+    }
 }
 
 impl Memory {
@@ -101,23 +130,20 @@ impl Registry for Memory {
     fn reserve<'a>(&'a self, service: &'a Service, new: NewSession) -> Fut<'a, Result<Record, ReserveError>> {
         Box::pin(async move {
             let mut inner = self.lock();
-            if service.per_user > 0 {
-                let mine = inner
-                    .sessions
-                    .values()
-                    .filter(|r| r.service == service.name && r.user == new.user && !r.state.is_ended())
-                    .count();
-                if mine >= service.per_user as usize {
-                    return Err(ReserveError::PerUserLimit {
-                        limit: service.per_user,
-                    });
-                }
+            let owner = (service.name.clone(), new.user.clone());
+            let mine = inner.per_user.get(&owner).copied().unwrap_or(0);
+            if service.per_user > 0 && mine >= service.per_user {
+                return Err(ReserveError::PerUserLimit {
+                    limit: service.per_user,
+                });
             }
-            let taken = inner.taken.entry(service.name.clone()).or_default();
-            let index = (0..service.count)
-                .find(|i| !taken.contains(i))
+            let index = inner
+                .indexes
+                .entry(service.name.clone())
+                .or_default()
+                .claim(service.count)
                 .ok_or(ReserveError::Full { count: service.count })?;
-            taken.insert(index);
+            inner.per_user.insert(owner, mine + 1);
             let now = SystemTime::now();
             let record = Record {
                 id: new.id,
@@ -169,15 +195,24 @@ impl Registry for Memory {
         Box::pin(async move {
             let mut inner = self.lock();
             let record = inner.sessions.get_mut(id).ok_or(UpdateError::NotFound)?;
+            let was_ended = record.state.is_ended();
             if let Some(event) = event {
                 record.state = state::apply(record.state, event).map_err(UpdateError::Invalid)?;
             }
             change(record);
+            let ended_now = record.state.is_ended() && !was_ended;
             let record = record.clone();
-            if record.state.is_ended() {
+            if ended_now {
                 inner.tokens.remove(&record.token);
-                if let Some(taken) = inner.taken.get_mut(&record.service) {
-                    taken.remove(&record.index);
+                if let Some(indexes) = inner.indexes.get_mut(&record.service) {
+                    indexes.release(record.index);
+                }
+                let owner = (record.service.clone(), record.user.clone());
+                if let Some(count) = inner.per_user.get_mut(&owner) {
+                    *count = count.saturating_sub(1);
+                    if *count == 0 {
+                        inner.per_user.remove(&owner);
+                    }
                 }
             }
             Ok(record)
@@ -250,5 +285,21 @@ mod tests {
         registry.prune(Duration::ZERO).await;
         assert!(registry.get("a").await.is_none());
         assert_eq!(registry.list().await.len(), 2);
+    }
+
+    #[test]
+    fn the_lowest_free_index_is_claimed() {
+        let mut indexes = Indexes::default();
+        let claimed: Vec<u32> = (0..4).map(|_| indexes.claim(4).unwrap()).collect();
+        assert_eq!(claimed, [0, 1, 2, 3]);
+        assert_eq!(indexes.claim(4), None);
+        indexes.release(2);
+        indexes.release(0);
+        assert_eq!(indexes.claim(4), Some(0));
+        assert_eq!(indexes.claim(4), Some(2));
+        indexes.release(3);
+        indexes.release(2);
+        assert_eq!((indexes.high, indexes.freed.len()), (2, 0), "top indexes fold back");
+        assert_eq!(indexes.claim(4), Some(2));
     }
 }
