@@ -14,7 +14,13 @@ pub enum Code {
     Unauthorized,
     Forbidden,
     NotFound,
+    /// The path exists, the method does not (the `Allow` header lists those that do).
+    MethodNotAllowed,
     BadRequest,
+    /// A request body declared as something other than JSON.
+    UnsupportedMediaType,
+    /// A request body over the API's limit (64 KiB).
+    PayloadTooLarge,
     BadOption,
     PerUserLimit,
     ServiceFull,

@@ -4,17 +4,17 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use http::header::{HOST, LOCATION};
-use http::{HeaderMap, StatusCode};
+use http::{HeaderMap, Method, StatusCode, Uri};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::Origin;
 use super::auth::Caller;
 use super::error::{ApiError, Code, ErrorBody};
+use super::extract::{JsonBody, SessionId};
 use crate::sessions::manager::{Manager, Refusal, may_use};
 use crate::sessions::registry::{Record, ReserveError};
 use crate::sessions::state::State as SessionState;
@@ -48,8 +48,10 @@ pub struct SessionView {
     pub user: String,
     pub index: u32,
     pub state: SessionState,
+    #[schema(format = DateTime)]
     pub created_at: String,
     /// While reserved: when it expires unless a client connects.
+    #[schema(format = DateTime)]
     pub expires_at: Option<String>,
     /// Open WebSocket connections.
     pub clients: u32,
@@ -121,7 +123,7 @@ fn host(headers: &HeaderMap) -> Option<&str> {
 /// The services the caller may reserve, with what is free.
 #[utoipa::path(get, path = "/api/v1/services", responses(
     (status = 200, body = Vec<ServiceView>),
-    (status = 401, body = ErrorBody),
+    (status = 401, body = ErrorBody, headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"wsproxy\"`"))),
 ))]
 pub async fn list_services(State(manager): State<Arc<Manager>>, caller: Caller) -> Json<Vec<ServiceView>> {
     let records = manager.list().await;
@@ -151,27 +153,22 @@ pub async fn list_services(State(manager): State<Arc<Manager>>, caller: Caller) 
 /// Reserves a session; the first WebSocket connection with its token launches it.
 #[utoipa::path(post, path = "/api/v1/sessions", request_body = CreateSession, responses(
     (status = 201, body = SessionView, headers(("Location" = String, description = "the session's URL"))),
-    (status = 400, body = ErrorBody),
-    (status = 401, body = ErrorBody),
+    (status = 400, body = ErrorBody, description = "`bad_request`: the body is not this JSON; `bad_option`: an option the service lacks, or a value its pattern refuses"),
+    (status = 401, body = ErrorBody, headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"wsproxy\"`"))),
     (status = 403, body = ErrorBody),
     (status = 404, body = ErrorBody),
-    (status = 429, body = ErrorBody),
-    (status = 503, body = ErrorBody, headers(("Retry-After" = String))),
+    (status = 413, body = ErrorBody, description = "`payload_too_large`: the body is over 64 KiB"),
+    (status = 415, body = ErrorBody, description = "`unsupported_media_type`: a `Content-Type` other than JSON"),
+    (status = 429, body = ErrorBody, description = "`per_user_limit`"),
+    (status = 503, body = ErrorBody, description = "`service_full`", headers(("Retry-After" = String, description = "seconds"))),
 ))]
 pub async fn create_session(
     State(manager): State<Arc<Manager>>,
     caller: Caller,
     origin: Option<axum::Extension<Origin>>,
     headers: HeaderMap,
-    body: Bytes,
+    JsonBody(request): JsonBody<CreateSession>,
 ) -> Result<Response, ApiError> {
-    let request: CreateSession = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            Code::BadRequest,
-            format!("the body must be JSON {{\"service\": NAME, \"options\": {{...}}}}: {e}"),
-        )
-    })?;
     let record = manager
         .reserve(
             &request.service,
@@ -207,7 +204,7 @@ pub async fn create_session(
 /// The caller's sessions (every session for admins), ended ones for at least 10 minutes.
 #[utoipa::path(get, path = "/api/v1/sessions", responses(
     (status = 200, body = Vec<SessionView>),
-    (status = 401, body = ErrorBody),
+    (status = 401, body = ErrorBody, headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"wsproxy\"`"))),
 ))]
 pub async fn list_sessions(
     State(manager): State<Arc<Manager>>,
@@ -227,9 +224,9 @@ pub async fn list_sessions(
 }
 
 /// One session; its token and secret only for its owner and admins.
-#[utoipa::path(get, path = "/api/v1/sessions/{id}", params(("id" = String, Path)), responses(
+#[utoipa::path(get, path = "/api/v1/sessions/{id}", params(("id" = String, Path, description = "the session's id, as `POST /api/v1/sessions` gave it")), responses(
     (status = 200, body = SessionView),
-    (status = 401, body = ErrorBody),
+    (status = 401, body = ErrorBody, headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"wsproxy\"`"))),
     (status = 404, body = ErrorBody),
 ))]
 pub async fn get_session(
@@ -237,7 +234,7 @@ pub async fn get_session(
     caller: Caller,
     origin: Option<axum::Extension<Origin>>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    SessionId(id): SessionId,
 ) -> Result<Json<SessionView>, ApiError> {
     let record = manager
         .get(&id)
@@ -253,16 +250,16 @@ pub async fn get_session(
 }
 
 /// Stops a session: its command is stopped and its clients closed with 1001.
-#[utoipa::path(delete, path = "/api/v1/sessions/{id}", params(("id" = String, Path)), responses(
+#[utoipa::path(delete, path = "/api/v1/sessions/{id}", params(("id" = String, Path, description = "the session's id, as `POST /api/v1/sessions` gave it")), responses(
     (status = 204),
-    (status = 401, body = ErrorBody),
+    (status = 401, body = ErrorBody, headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"wsproxy\"`"))),
     (status = 403, body = ErrorBody),
     (status = 404, body = ErrorBody),
 ))]
 pub async fn delete_session(
     State(manager): State<Arc<Manager>>,
     caller: Caller,
-    Path(id): Path<String>,
+    SessionId(id): SessionId,
 ) -> Result<StatusCode, ApiError> {
     let record = manager
         .get(&id)
@@ -281,7 +278,7 @@ pub async fn delete_session(
 /// Stops every session and the server (admin).
 #[utoipa::path(post, path = "/api/v1/shutdown", responses(
     (status = 202),
-    (status = 401, body = ErrorBody),
+    (status = 401, body = ErrorBody, headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"wsproxy\"`"))),
     (status = 403, body = ErrorBody),
 ))]
 pub async fn shutdown(State(manager): State<Arc<Manager>>, caller: Caller) -> Result<StatusCode, ApiError> {
@@ -295,4 +292,16 @@ pub async fn shutdown(State(manager): State<Arc<Manager>>, caller: Caller) -> Re
 
 pub async fn not_found() -> ApiError {
     ApiError::not_found("no such API call; see /api/v1/openapi.json")
+}
+
+/// A path of the API with a method it lacks; axum adds the `Allow` header.
+pub async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        Code::MethodNotAllowed,
+        format!(
+            "{method} is not allowed on {}; the Allow header lists what is",
+            uri.path()
+        ),
+    )
 }

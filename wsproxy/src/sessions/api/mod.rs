@@ -3,11 +3,13 @@
 
 mod auth;
 mod error;
+mod extract;
 mod handlers;
 
 use std::sync::Arc;
 
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa_axum::router::OpenApiRouter;
@@ -38,7 +40,8 @@ impl utoipa::Modify for BearerScheme {
     }
 }
 
-/// The API's router, with the OpenAPI document at `/api/v1/openapi.json`.
+/// The API's router, with the OpenAPI document at `/api/v1/openapi.json`. Every error, axum's
+/// own included (404 for an unknown path, 405 for a method a path lacks), is the JSON error.
 pub fn router(manager: Arc<Manager>) -> Router {
     let (router, document) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(handlers::list_services))
@@ -56,5 +59,10 @@ pub fn router(manager: Arc<Manager>) -> Router {
             }),
         )
         .fallback(handlers::not_found)
+        .method_not_allowed_fallback(handlers::method_not_allowed)
+        .layer(DefaultBodyLimit::max(extract::BODY_LIMIT))
         .with_state(manager)
 }
+
+#[cfg(test)]
+mod tests;
