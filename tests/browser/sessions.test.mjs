@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import {
   Cleanup, freeDisplay, freePort, launchBrowser, openPage, runX, screenshotPath, startWsproxy, tempDir,
-  waitForStatus, waitUntil, WEB,
+  waitForStatus, waitForTerminal, waitUntil, WEB,
 } from './helpers.mjs';
 
 const ADMIN = 'browser-test-admin-token';
@@ -15,12 +15,24 @@ const cleanup = new Cleanup();
 let browser;
 let proxy;
 let display;
+let jobDisplay;
 
 before(async () => {
   const dir = tempDir('sessions');
   cleanup.add(() => fs.rmSync(dir, { recursive: true, force: true }));
   display = freeDisplay();
   const port = await freePort();
+  // A batch job's start script, as a job scheduler's remote-desktop hook runs it: it starts Xvnc on a
+  // port of its own and announces where it listens in the scheduler's format.
+  jobDisplay = display + 10;
+  const jobPort = await freePort();
+  const job = path.join(dir, 'start-job-desktop');
+  fs.writeFileSync(job, `#!/bin/sh
+Xvnc :${jobDisplay} -rfbport ${jobPort} -localhost -nolisten tcp -geometry 640x400 -depth 24 -desktop "job $1" -SecurityTypes None &
+for i in $(seq 100); do [ -S /tmp/.X11-unix/X${jobDisplay} ] && break; sleep 0.1; done
+echo "PA_REMOTE_CONNECTION;job-$1;vnc;127.0.0.1:${jobPort}"
+wait
+`, { mode: 0o755 });
   const services = `
 [sessions]
 reserve_timeout = 60
@@ -47,6 +59,22 @@ page = "vnc"
 [service.options.geometry]
 default = "800x600"
 pattern = '^\\d{3,4}x\\d{3,4}$'
+
+[[service]]
+name = "job"
+count = 1
+command = ["${job}", "{session}"]
+target = { announce = 'PA_REMOTE_CONNECTION;[^;]*;vnc;(?P<host>[^:;]+):(?P<port>\\d+)' }
+page = "vnc"
+
+[[service]]
+name = "qemu"
+count = 1
+command = ["qemu-system-x86_64", "-machine", "none", "-nodefaults", "-display", "none",
+           "-chardev", "socket,id=mon,path={runtime_dir}/monitor.sock,server=on,wait=off",
+           "-mon", "chardev=mon,mode=readline"]
+target = "unix:{runtime_dir}/monitor.sock"
+page = "serial"
 `;
   const file = path.join(dir, 'services.toml');
   fs.writeFileSync(file, services);
@@ -146,4 +174,34 @@ test('a desktop reserved through the API opens from its page URL, two windows sh
     await context2.close();
   }
   assert.equal((await api('DELETE', `/api/v1/sessions/${again.json.id}`)).status, 204);
+});
+
+test('a batch job announces its Xvnc and a QEMU monitor opens in the serial page', async () => {
+  const job = await api('POST', '/api/v1/sessions', { service: 'job' });
+  assert.equal(job.status, 201);
+  const qemu = await api('POST', '/api/v1/sessions', { service: 'qemu' });
+  assert.equal(qemu.status, 201);
+  assert.match(qemu.json.urls.page, /\/serial\.html\?autoconnect=1&path=websockify%3Ftoken%3D\w+$/);
+  const context = await browser.newContext({ viewport: { width: 900, height: 700 } });
+  try {
+    const desktop = await openPage(context, job.json.urls.page);
+    await waitForStatus(desktop, 'connected', 30000);
+    assert.equal(await desktop.textContent('#desktop-name'), `job ${job.json.id}`);
+    await waitUntil(async () => (await canvasSize(desktop))?.width === 640, 15000, 'the job desktop');
+
+    const monitor = await openPage(context, qemu.json.urls.page);
+    await waitForStatus(monitor, 'connected', 30000);
+    await monitor.click('#terminal');
+    await monitor.keyboard.type('info version');
+    await monitor.keyboard.press('Enter');
+    await waitForTerminal(monitor, /^\d+\.\d+\.\d+.*$/m, 15000);
+    await monitor.screenshot({ path: screenshotPath('session-qemu-monitor') });
+    assert.deepEqual(desktop.problems, []);
+    assert.deepEqual(monitor.problems, []);
+  } finally {
+    await context.close();
+  }
+  await untilState(job.json.id, 'stopped');
+  await untilState(qemu.json.id, 'stopped');
+  await waitUntil(() => !fs.existsSync(`/tmp/.X11-unix/X${jobDisplay}`), 10000, 'the job Xvnc to go');
 });
