@@ -123,6 +123,13 @@ async fn reserve(addr: SocketAddr, token: &str, service: &str) -> serde_json::Va
     json
 }
 
+/// DELETE /api/v1/sessions/ID as the holder of `token`; the status.
+async fn delete(addr: SocketAddr, id: &str, token: &str) -> u16 {
+    api(addr, "DELETE", &format!("/api/v1/sessions/{id}"), Some(token), None)
+        .await
+        .0
+}
+
 async fn session(addr: SocketAddr, id: &str) -> serde_json::Value {
     let (code, _, json) = api(addr, "GET", &format!("/api/v1/sessions/{id}"), Some("root-token"), None).await;
     assert_eq!(code, 200, "{json}");
@@ -280,18 +287,7 @@ async fn the_api_reserves_lists_and_refuses_with_json_errors() {
         other["token"].is_null() && other["secret"].is_null() && other["urls"].is_null(),
         "{other}"
     );
-    assert_eq!(
-        api(
-            addr,
-            "DELETE",
-            &format!("/api/v1/sessions/{id}"),
-            Some("bob-token"),
-            None
-        )
-        .await
-        .0,
-        403
-    );
+    assert_eq!(delete(addr, id, "bob-token").await, 403);
     let (_, _, list) = api(addr, "GET", "/api/v1/sessions", Some("root-token"), None).await;
     assert_eq!(list.as_array().unwrap().len(), 2);
     assert_eq!(
@@ -300,18 +296,7 @@ async fn the_api_reserves_lists_and_refuses_with_json_errors() {
             .0,
         404
     );
-    assert_eq!(
-        api(
-            addr,
-            "DELETE",
-            &format!("/api/v1/sessions/{id}"),
-            Some("alice-token"),
-            None
-        )
-        .await
-        .0,
-        204
-    );
+    assert_eq!(delete(addr, id, "alice-token").await, 204);
     assert_eq!(session(addr, id).await["state"], "stopped");
     assert_eq!(
         status(&Raw::upgrade_to(addr, &format!("/?token={token}"), "").await.1),
@@ -476,18 +461,7 @@ async fn delete_closes_clients_with_1001_and_shutdown_stops_everything() {
     let mut window = open(addr, mine["token"].as_str().unwrap()).await;
     window.echo(b"hello").await;
     let id = mine["id"].as_str().unwrap();
-    assert_eq!(
-        api(
-            addr,
-            "DELETE",
-            &format!("/api/v1/sessions/{id}"),
-            Some("alice-token"),
-            None
-        )
-        .await
-        .0,
-        204
-    );
+    assert_eq!(delete(addr, id, "alice-token").await, 204);
     assert_eq!(window.read_close().await, (1001, "stopped through the API".to_owned()));
     assert_eq!(
         session_processes(f.proxy.pid()),
@@ -601,18 +575,7 @@ page = "serial"
         text.push_str(&String::from_utf8_lossy(&data));
     }
     let id = mine["id"].as_str().unwrap();
-    assert_eq!(
-        api(
-            addr,
-            "DELETE",
-            &format!("/api/v1/sessions/{id}"),
-            Some("alice-token"),
-            None
-        )
-        .await
-        .0,
-        204
-    );
+    assert_eq!(delete(addr, id, "alice-token").await, 204);
     until_no_session_processes(f.proxy.pid()).await;
 }
 

@@ -4,7 +4,7 @@
 //! token, and the file must be a regular file inside the directory once symlinks are resolved, so
 //! no token reads anything outside it.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::{Lookup, LookupError, TokenSource, parse_token_target};
 
@@ -15,15 +15,35 @@ pub struct TokenFileName {
 
 impl TokenFileName {
     pub fn new(dir: PathBuf) -> Result<Self, String> {
-        let dir =
-            std::fs::canonicalize(&dir).map_err(|e| format!("cannot use --token-source {}: {e}", dir.display()))?;
-        if !dir.is_dir() {
-            return Err(format!(
-                "--token-source {} must be a directory for TokenFileName",
-                dir.display()
-            ));
-        }
-        Ok(TokenFileName { dir })
+        Ok(TokenFileName {
+            dir: source_directory(&dir, "TokenFileName")?,
+        })
+    }
+}
+
+/// `--token-source DIR` canonicalised, for the plugins whose tokens name entries of a directory.
+pub fn source_directory(dir: &Path, plugin: &str) -> Result<PathBuf, String> {
+    let dir = std::fs::canonicalize(dir).map_err(|e| format!("cannot use --token-source {}: {e}", dir.display()))?;
+    if !dir.is_dir() {
+        return Err(format!(
+            "--token-source {} must be a directory for {plugin}",
+            dir.display()
+        ));
+    }
+    Ok(dir)
+}
+
+/// The entry `token` names in `dir` (canonical), if the token is a plain name and the entry, once
+/// symlinks are resolved, still lies inside `dir`. `Err` for an I/O error other than "not found".
+pub async fn entry(dir: &Path, token: &str) -> Result<Option<PathBuf>, std::io::Error> {
+    if !is_plain_name(token) {
+        return Ok(None);
+    }
+    match tokio::fs::canonicalize(dir.join(token)).await {
+        Ok(path) if path.starts_with(dir) => Ok(Some(path)),
+        Ok(_) => Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
     }
 }
 

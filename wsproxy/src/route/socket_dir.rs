@@ -6,7 +6,7 @@
 use std::os::unix::fs::FileTypeExt;
 use std::path::PathBuf;
 
-use super::file_name::is_plain_name;
+use super::file_name::{entry, source_directory};
 use super::{Lookup, LookupError, TokenSource};
 use crate::config::Target;
 
@@ -17,27 +17,17 @@ pub struct SocketDirectory {
 
 impl SocketDirectory {
     pub fn new(dir: PathBuf) -> Result<Self, String> {
-        let dir =
-            std::fs::canonicalize(&dir).map_err(|e| format!("cannot use --token-source {}: {e}", dir.display()))?;
-        if !dir.is_dir() {
-            return Err(format!(
-                "--token-source {} must be a directory for UnixDomainSocketDirectory",
-                dir.display()
-            ));
-        }
-        Ok(SocketDirectory { dir })
+        Ok(SocketDirectory {
+            dir: source_directory(&dir, "UnixDomainSocketDirectory")?,
+        })
     }
 }
 
 impl TokenSource for SocketDirectory {
     fn lookup<'a>(&'a self, token: &'a str) -> Lookup<'a> {
         Box::pin(async move {
-            if !is_plain_name(token) {
+            let Ok(Some(path)) = entry(&self.dir, token).await else {
                 return Err(LookupError::unknown());
-            }
-            let path = match tokio::fs::canonicalize(self.dir.join(token)).await {
-                Ok(path) if path.starts_with(&self.dir) => path,
-                _ => return Err(LookupError::unknown()),
             };
             match tokio::fs::metadata(&path).await {
                 Ok(meta) if meta.file_type().is_socket() => Ok(Target::Unix(path)),
