@@ -187,6 +187,11 @@ pub struct Cli {
     #[arg(long, value_name = "ADDR", requires = "sessions")]
     pub api_listen: Option<String>,
 
+    /// Serve Prometheus metrics at http://ADDR/metrics (host:port; port 0 picks one), or with
+    /// `same-port` at /metrics on the main port (behind the API's bearer tokens with --sessions)
+    #[arg(long, value_name = "ADDR|same-port")]
+    pub metrics: Option<String>,
+
     /// Append one JSON line per session event to FILE (reserve, launch, ready, connect, ...)
     #[arg(long, value_name = "FILE", requires = "sessions")]
     pub audit_log: Option<PathBuf>,

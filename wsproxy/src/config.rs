@@ -9,6 +9,7 @@ use std::time::Duration;
 use crate::auth::Auth;
 use crate::cli::{Cli, SslVersion, WrapMode};
 use crate::http::web::StaticFiles;
+use crate::ops::metrics::{Metrics, Scope};
 use crate::relay;
 use crate::route::{Plugin, Route, TokenFrom, TokenRoute};
 use crate::sessions::manager::Manager;
@@ -24,6 +25,15 @@ pub enum Listen {
     },
     /// The socket on stdin, from inetd or systemd.
     Inetd,
+}
+
+/// Where `--metrics` serves `/metrics`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MetricsAt {
+    /// Its own plain-HTTP listener.
+    Listen(Listen),
+    /// The main port (behind the API's bearer tokens when `--sessions` is on).
+    SamePort,
 }
 
 /// Where sessions are relayed to.
@@ -85,6 +95,10 @@ pub struct Config {
     pub sessions: Option<Arc<Manager>>,
     /// `--api-listen`: the API's own address (else the API is on the main port).
     pub api_listen: Option<Listen>,
+    /// `--metrics`: the metrics every part records into (`None`: off, nothing is recorded) ...
+    pub metrics: Option<Arc<Metrics>>,
+    /// ... and where they are served.
+    pub metrics_at: Option<MetricsAt>,
     pub wrap: Option<Wrap>,
     pub tls: Option<Arc<rustls::ServerConfig>>,
     pub ssl_only: bool,
@@ -187,7 +201,12 @@ impl TryFrom<Cli> for Config {
                     .into(),
             );
         }
-        let sessions = match &cli.sessions {
+        let metrics_at = cli
+            .metrics
+            .as_deref()
+            .map(|arg| parse_metrics_at(arg, cli.prefer_ipv6))
+            .transpose()?;
+        let services = match &cli.sessions {
             Some(file) => {
                 if tokens.is_some() || wrapping || cli.unix_target.is_some() {
                     return Err(
@@ -198,10 +217,21 @@ impl TryFrom<Cli> for Config {
                 }
                 let file = absolute(file)?;
                 tokens = Some(Route::Sessions(file.clone()));
-                Some(sessions_manager(&file, cli.audit_log.as_deref())?)
+                Some(crate::sessions::services::load(&file)?)
             }
             None => None,
         };
+        let metrics = metrics_at.as_ref().map(|_| {
+            Arc::new(Metrics::new(&Scope {
+                wrapped: wrapping,
+                services: services
+                    .as_ref()
+                    .map(|s| s.services.iter().map(|s| s.name.clone()).collect()),
+            }))
+        });
+        let sessions = services
+            .map(|services| sessions_manager(services, cli.audit_log.as_deref(), metrics.clone()))
+            .transpose()?;
         let api_listen = cli
             .api_listen
             .as_deref()
@@ -311,6 +341,8 @@ impl TryFrom<Cli> for Config {
             web_auth: cli.web_auth,
             sessions,
             api_listen,
+            metrics,
+            metrics_at,
             wrap,
             tls,
             ssl_only: cli.ssl_only,
@@ -342,8 +374,11 @@ impl TryFrom<Cli> for Config {
 }
 
 /// `--sessions FILE`: the services, librebind.so when a service needs it, the audit log.
-fn sessions_manager(file: &Path, audit: Option<&Path>) -> Result<Arc<Manager>, String> {
-    let services = crate::sessions::services::load(file)?;
+fn sessions_manager(
+    services: crate::sessions::services::Services,
+    audit: Option<&Path>,
+    metrics: Option<Arc<Metrics>>,
+) -> Result<Arc<Manager>, String> {
     let needs_lib = services
         .services
         .iter()
@@ -357,7 +392,9 @@ fn sessions_manager(file: &Path, audit: Option<&Path>) -> Result<Arc<Manager>, S
     };
     let audit = crate::sessions::audit::Audit::open(audit.map(absolute).transpose()?.as_deref())?;
     let registry = Box::new(crate::sessions::registry::Memory::default());
-    Ok(Arc::new(Manager::new(services, registry, lib, audit)))
+    Ok(Arc::new(
+        Manager::new(services, registry, lib, audit).with_metrics(metrics),
+    ))
 }
 
 /// Wrap mode: which port the command binds, and where librebind.so is.
@@ -452,6 +489,21 @@ pub fn parse_target(arg: &str) -> Result<Target, String> {
         host: host.to_owned(),
         port,
     })
+}
+
+/// `--metrics ADDR|same-port`.
+fn parse_metrics_at(arg: &str, prefer_ipv6: bool) -> Result<MetricsAt, String> {
+    if arg == "same-port" {
+        return Ok(MetricsAt::SamePort);
+    }
+    if !arg.contains(':') {
+        return Err(format!(
+            "--metrics {arg:?} must be HOST:PORT (127.0.0.1:9100; port 0 picks one) or same-port"
+        ));
+    }
+    parse_listen(arg, prefer_ipv6)
+        .map(|addr| MetricsAt::Listen(Listen::Tcp(addr)))
+        .map_err(|e| format!("--metrics: {e}"))
 }
 
 fn parse_mode(mode: &str) -> Result<u32, String> {

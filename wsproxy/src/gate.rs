@@ -9,6 +9,7 @@ use crate::auth::Peer;
 use crate::http::reject::Reject;
 use std::sync::Arc;
 
+use crate::ops::metrics::LookupResult;
 use crate::route::{Destination, Resolved, TokenLabel, query_token};
 use crate::server::Shared;
 use crate::sessions::manager::Manager;
@@ -21,9 +22,10 @@ pub async fn admit_upgrade(shared: &Shared, peer: &Peer, uri: &Uri, headers: &He
         if let Some(auth) = &shared.config.auth {
             count(shared, peer, auth.check(headers, peer).await)?;
         }
-        return count(shared, peer, session(sessions, peer, uri).await);
+        return count(shared, peer, session(shared, sessions, peer, uri).await);
     }
-    let resolved = shared.config.route.resolve(uri, headers).await;
+    let metrics = shared.config.metrics.as_deref();
+    let resolved = shared.config.route.resolve(uri, headers, metrics).await;
     let checked = match resolved {
         Ok(resolved) => match &shared.config.auth {
             Some(auth) => auth.check(headers, peer).await.map(|()| resolved),
@@ -35,7 +37,7 @@ pub async fn admit_upgrade(shared: &Shared, peer: &Peer, uri: &Uri, headers: &He
 }
 
 /// `?token=` of an on-demand session: a lease on it (the first one launches its command).
-async fn session(sessions: &Arc<Manager>, peer: &Peer, uri: &Uri) -> Result<Resolved, Reject> {
+async fn session(shared: &Shared, sessions: &Arc<Manager>, peer: &Peer, uri: &Uri) -> Result<Resolved, Reject> {
     let Some(token) = query_token(uri.query()) else {
         return Err(Reject::new(
             StatusCode::BAD_REQUEST,
@@ -43,7 +45,15 @@ async fn session(sessions: &Arc<Manager>, peer: &Peer, uri: &Uri) -> Result<Reso
         ));
     };
     let label = TokenLabel::of(&token);
-    match sessions.attach(&token, peer.ip).await {
+    let attached = sessions.attach(&token, peer.ip).await;
+    if let Some(metrics) = &shared.config.metrics {
+        metrics.token_lookup(if attached.is_some() {
+            LookupResult::Found
+        } else {
+            LookupResult::Unknown
+        });
+    }
+    match attached {
         Some(lease) => Ok(Resolved {
             destination: Destination::Session(lease),
             token: Some(label),

@@ -27,6 +27,8 @@
 //!   that left its process group.
 //! - `reloading`: a value read from files and read again when they change (token files, keys).
 //! - `logging`: stderr, `--log-file` and `--syslog` sinks.
+//! - `ops/`: what an operator watches: `metrics`, the Prometheus metrics of `--metrics` (one
+//!   registry of closed-label series, recorded at a few places along the path above).
 #![forbid(unsafe_code)]
 
 pub mod auth;
@@ -36,6 +38,7 @@ pub mod gate;
 pub mod http;
 pub mod listener;
 pub mod logging;
+pub mod ops;
 pub mod relay;
 pub mod reloading;
 pub mod route;
@@ -46,8 +49,14 @@ pub mod tls;
 pub mod wrap;
 
 /// Serves until SIGINT or SIGTERM (or a lifecycle option, or in wrap mode the command) ends it.
+/// `api` and `metrics` are the listeners of `--api-listen` and `--metrics ADDR`.
 /// Returns the exit code: 0, or under `--wrap-mode=exit` the command's.
-pub async fn run(config: config::Config, bound: listener::Bound, api: Option<listener::Bound>) -> Result<u8, String> {
+pub async fn run(
+    config: config::Config,
+    bound: listener::Bound,
+    api: Option<listener::Bound>,
+    metrics: Option<listener::Bound>,
+) -> Result<u8, String> {
     use tokio::signal::unix::{SignalKind, signal};
     use tokio_util::sync::CancellationToken;
     let mut term = signal(SignalKind::terminate()).map_err(|e| format!("cannot watch SIGTERM: {e}"))?;
@@ -65,17 +74,21 @@ pub async fn run(config: config::Config, bound: listener::Bound, api: Option<lis
         stop_command.cancel();
     };
     let Some(wrap) = config.wrap.clone() else {
-        return server::run(config, bound, api, None, shutdown).await.map(|()| 0);
+        return server::run(config, bound, server::Extra { api, metrics }, None, shutdown)
+            .await
+            .map(|()| 0);
     };
+    let listeners = server::Extra { api, metrics };
+    let metrics = config.metrics.clone();
     let (addr, wrapped) = tokio::sync::watch::channel(None);
     let grace = config.shutdown_grace;
     let supervisor = async {
-        let code = wrap::supervisor::run(wrap, grace, addr, stop_command.clone()).await;
+        let code = wrap::supervisor::run(wrap, grace, addr, stop_command.clone(), metrics).await;
         command_done.cancel();
         code
     };
     let server = async {
-        let served = server::run(config, bound, api, Some(wrapped), shutdown).await;
+        let served = server::run(config, bound, listeners, Some(wrapped), shutdown).await;
         stop_command.cancel();
         served
     };

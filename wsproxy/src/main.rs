@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use wsproxy::cli::Cli;
-use wsproxy::config::Config;
+use wsproxy::config::{Config, MetricsAt};
 use wsproxy::{listener, logging};
 
 /// Exit code for a configuration mistake (sysexits EX_USAGE).
@@ -37,6 +37,13 @@ fn main() -> ExitCode {
         Ok(api) => api,
         Err(msg) => return fail(&format!("--api-listen: {msg}"), EX_CONFIG),
     };
+    let metrics = match &config.metrics_at {
+        Some(MetricsAt::Listen(listen)) => match listener::bind(listen) {
+            Ok(bound) => Some(bound),
+            Err(msg) => return fail(&format!("--metrics: {msg}"), EX_CONFIG),
+        },
+        Some(MetricsAt::SamePort) | None => None,
+    };
     eprintln!(
         "wsproxy: listening on {}, relaying to {}",
         bound.describe(),
@@ -44,6 +51,11 @@ fn main() -> ExitCode {
     );
     if let Some(api) = &api {
         eprintln!("wsproxy: sessions API on http://{}/api/v1/", api.describe());
+    }
+    match (&metrics, &config.metrics_at) {
+        (Some(metrics), _) => eprintln!("wsproxy: metrics on http://{}/metrics", metrics.describe()),
+        (None, Some(MetricsAt::SamePort)) => eprintln!("wsproxy: metrics at /metrics on the main port"),
+        _ => {}
     }
     if config.daemon
         && let Err(e) = nix::unistd::daemon(false, false)
@@ -58,7 +70,7 @@ fn main() -> ExitCode {
         Ok(runtime) => runtime,
         Err(e) => return fail(&format!("cannot start the runtime: {e}"), 1),
     };
-    match runtime.block_on(wsproxy::run(config, bound, api)) {
+    match runtime.block_on(wsproxy::run(config, bound, api, metrics)) {
         Ok(code) => ExitCode::from(code),
         Err(msg) => fail(&msg, 1),
     }

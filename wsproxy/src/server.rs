@@ -22,6 +22,7 @@ use crate::auth::throttle::Throttle;
 use crate::config::Config;
 use crate::http::session;
 use crate::listener::{Bound, Listener};
+use crate::ops::metrics::Metrics;
 use crate::target::WrappedAddr;
 
 const MIN_BACKOFF: Duration = Duration::from_millis(5);
@@ -51,8 +52,20 @@ pub struct Shared {
     activity: watch::Sender<Activity>,
 }
 
+/// The listeners besides the main one, bound before the runtime started.
+#[derive(Default)]
+pub struct Extra {
+    /// `--api-listen`.
+    pub api: Option<Bound>,
+    /// `--metrics ADDR`.
+    pub metrics: Option<Bound>,
+}
+
 impl Shared {
     pub fn session_opened(&self) {
+        if let Some(metrics) = &self.config.metrics {
+            metrics.session_opened();
+        }
         self.activity.send_modify(|a| {
             a.open += 1;
             a.since = Instant::now();
@@ -60,6 +73,9 @@ impl Shared {
     }
 
     pub fn session_closed(&self) {
+        if let Some(metrics) = &self.config.metrics {
+            metrics.session_closed();
+        }
         self.activity.send_modify(|a| {
             a.open -= 1;
             a.finished += 1;
@@ -72,10 +88,14 @@ impl Shared {
 pub async fn run(
     config: Config,
     bound: Bound,
-    api_bound: Option<Bound>,
+    extra: Extra,
     wrapped: Option<WrappedAddr>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), String> {
+    let Extra {
+        api: api_bound,
+        metrics: metrics_bound,
+    } = extra;
     let socket_path: Option<PathBuf> = bound.socket_path().map(Into::into);
     let single = matches!(bound, Bound::Connection(_));
     let mut listener = Listener::register(bound).map_err(|e| format!("cannot use the listening socket: {e}"))?;
@@ -101,6 +121,14 @@ pub async fn run(
     });
     let api_server = match (api_bound, api) {
         (Some(bound), Some(api)) => Some(tokio::spawn(serve_api(bound, api, shared.cancel.clone()))),
+        _ => None,
+    };
+    let metrics_server = match (metrics_bound, &shared.config.metrics) {
+        (Some(bound), Some(metrics)) => Some(tokio::spawn(serve_metrics(
+            bound,
+            metrics.clone(),
+            shared.cancel.clone(),
+        ))),
         _ => None,
     };
     let api_shutdown = async {
@@ -174,6 +202,9 @@ pub async fn run(
     if let Some(api_server) = api_server {
         api_server.abort();
     }
+    if let Some(metrics_server) = metrics_server {
+        metrics_server.abort();
+    }
     if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
         warn!(
             "{} connection(s) did not close within {grace:?}; dropping them",
@@ -220,6 +251,58 @@ async fn serve_api(bound: Bound, api: axum::Router, cancel: CancellationToken) {
         );
     }
 }
+
+/// `--metrics ADDR`: plain HTTP, `/metrics` only, until the server stops.
+async fn serve_metrics(bound: Bound, metrics: Arc<Metrics>, cancel: CancellationToken) {
+    let mut listener = match Listener::register(bound) {
+        Ok(listener) => listener,
+        Err(e) => return warn!("cannot use the metrics' listening socket: {e}"),
+    };
+    loop {
+        let accepted = tokio::select! {
+            () = cancel.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(Some(accepted)) => accepted,
+            Ok(None) => return,
+            Err(e) => {
+                warn!("metrics accept failed: {e}");
+                tokio::time::sleep(MAX_BACKOFF).await;
+                continue;
+            }
+        };
+        let metrics = metrics.clone();
+        let cancel = cancel.clone();
+        tokio::spawn(
+            async move {
+                let service = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let response = if req.uri().path() == "/metrics" {
+                        metrics.respond(req.method())
+                    } else {
+                        crate::http::web::text_response(
+                            http::StatusCode::NOT_FOUND,
+                            "404 Not Found: the metrics are at /metrics",
+                        )
+                    };
+                    std::future::ready(Ok::<_, std::convert::Infallible>(response))
+                });
+                let mut http = hyper::server::conn::http1::Builder::new();
+                http.timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(METRICS_REQUEST_TIMEOUT);
+                let conn = http.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+                tokio::select! {
+                    _ = conn => {},
+                    () = cancel.cancelled() => {},
+                }
+            }
+            .instrument(info_span!("metrics", peer = %peer)),
+        );
+    }
+}
+
+/// A scraper sends its request at once; a connection that sends nothing is closed after this.
+const METRICS_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Resolves when `--run-once`, `--timeout` or `--idle-timeout` says the server is done.
 async fn lifecycle(

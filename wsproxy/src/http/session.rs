@@ -20,10 +20,12 @@ use tokio_util::either::Either;
 use tracing::{debug, info, warn};
 
 use crate::auth::Peer;
+use crate::config::MetricsAt;
 use crate::gate;
 use crate::http::handshake;
 use crate::http::web::{Body, text_response};
 use crate::listener::Plain;
+use crate::ops::metrics::{Outcome, Refusal, Tally};
 use crate::relay::Relay;
 use crate::relay::frame::{ControlFrame, close};
 use crate::relay::tap::Tap;
@@ -39,8 +41,9 @@ const MAX_REQUEST_HEAD: usize = 16 * 1024;
 
 /// Serves one accepted connection to the end. Errors are logged here and never reach the accept loop.
 pub async fn serve(shared: Arc<Shared>, stream: Plain, id: u64, _permit: OwnedSemaphorePermit) {
+    let mut tally = Tally::new(shared.config.metrics.as_deref());
     let limit = shared.config.handshake_timeout;
-    let client = match tokio::time::timeout(limit, detect_tls(&shared, stream)).await {
+    let client = match tokio::time::timeout(limit, detect_tls(&shared, stream, &mut tally)).await {
         Ok(Ok(Some(client))) => client,
         Ok(Ok(None)) => return,
         Ok(Err(e)) => return debug!("handshake failed: {e}"),
@@ -48,39 +51,50 @@ pub async fn serve(shared: Arc<Shared>, stream: Plain, id: u64, _permit: OwnedSe
     };
 
     let peer = Arc::new(peer_of(&shared, &client));
-    let upgrade: Arc<Mutex<Option<Upgrade>>> = Arc::default();
+    let conn: Arc<Mutex<Conn>> = Arc::default();
     let service = service_fn({
         let shared = shared.clone();
-        let upgrade = upgrade.clone();
-        move |req| respond(shared.clone(), peer.clone(), upgrade.clone(), req)
+        let conn = conn.clone();
+        move |req| respond(shared.clone(), peer.clone(), conn.clone(), req)
     });
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(limit)
         .max_buf_size(MAX_REQUEST_HEAD);
-    let conn = http.serve_connection(TokioIo::new(client), service).with_upgrades();
-    tokio::select! {
-        result = conn => if let Err(e) = result {
-            debug!("HTTP connection ended: {e}");
-        },
-        () = shared.cancel.cancelled() => return,
-    }
+    let http_conn = http.serve_connection(TokioIo::new(client), service).with_upgrades();
+    let cancelled = tokio::select! {
+        result = http_conn => {
+            if let Err(e) = result {
+                debug!("HTTP connection ended: {e}");
+            }
+            false
+        }
+        () = shared.cancel.cancelled() => true,
+    };
 
-    let pending = upgrade.lock().ok().and_then(|mut slot| slot.take());
-    let Some(Upgrade { pending, resolved }) = pending else {
+    let (pending, answered) = match conn.lock() {
+        Ok(mut conn) => (conn.upgrade.take(), conn.answered),
+        Err(_) => (None, None),
+    };
+    if let Some(answered) = answered {
+        tally.outcome = answered;
+    }
+    let Some(Upgrade { pending, resolved }) = pending.filter(|_| !cancelled) else {
         return;
     };
+    tally.outcome = Outcome::HandshakeFailed;
     let upgraded = match pending.await {
         Ok(upgraded) => upgraded,
         Err(e) => return debug!("upgrade failed: {e}"),
     };
     match upgraded.downcast::<TokioIo<ClientStream>>() {
         Ok(parts) => {
+            tally.upgraded();
             // `read_buf` shares hyper's 8 KiB read buffer: keep the early bytes, not the buffer, or every
             // idle session holds 8 KiB more (measured by `wsproxy-bench idle`: 7.15 → 3.09 KiB per session).
             let early = parts.read_buf.to_vec();
             drop(parts.read_buf);
-            relay(&shared, parts.io.into_inner(), &early, id, resolved).await
+            relay(&shared, parts.io.into_inner(), &early, id, resolved, &mut tally).await
         }
         Err(_) => warn!("internal error: upgraded connection has an unexpected type"),
     }
@@ -88,7 +102,7 @@ pub async fn serve(shared: Arc<Shared>, stream: Plain, id: u64, _permit: OwnedSe
 
 /// Peeks at the first byte: 0x16 (TLS handshake record) or 0x80 (SSLv2-style hello) means TLS, so
 /// ws:// and wss:// share one port as in websockify.
-async fn detect_tls(shared: &Shared, stream: Plain) -> io::Result<Option<ClientStream>> {
+async fn detect_tls(shared: &Shared, stream: Plain, tally: &mut Tally<'_>) -> io::Result<Option<ClientStream>> {
     let first = match &stream {
         Either::Left(tcp) => peek_tcp(tcp).await?,
         Either::Right(unix) => peek_unix(unix).await?,
@@ -96,12 +110,20 @@ async fn detect_tls(shared: &Shared, stream: Plain) -> io::Result<Option<ClientS
     let Some(first) = first else { return Ok(None) };
     let is_tls = first == 0x16 || first == 0x80;
     match (&shared.tls, is_tls) {
-        (Some(acceptor), true) => Ok(Some(Either::Right(Box::new(acceptor.accept(stream).await?)))),
+        (Some(acceptor), true) => {
+            // Until the handshake completes (or times out), its end is a TLS failure.
+            tally.outcome = Outcome::TlsFailed;
+            let tls = acceptor.accept(stream).await?;
+            tally.outcome = Outcome::HandshakeFailed;
+            Ok(Some(Either::Right(Box::new(tls))))
+        }
         (None, true) => {
             warn!("TLS client, but no certificate is configured: start wsproxy with --cert FILE");
+            tally.outcome = Outcome::TlsFailed;
             Ok(None)
         }
         (_, false) if shared.config.ssl_only => {
+            tally.outcome = Outcome::Refused(Refusal::TlsRequired);
             let mut stream = stream;
             let body = "This port only accepts TLS: use wss:// or https://\n";
             let reply = format!(
@@ -160,6 +182,22 @@ struct Upgrade {
     resolved: Resolved,
 }
 
+/// What the requests of one connection left for `serve`: the upgrade to relay, and how the last
+/// request was answered (the connection's outcome in the metrics if it ends there).
+#[derive(Default)]
+struct Conn {
+    upgrade: Option<Upgrade>,
+    answered: Option<Outcome>,
+}
+
+impl Conn {
+    fn answered(conn: &Mutex<Conn>, outcome: Outcome) {
+        if let Ok(mut conn) = conn.lock() {
+            conn.answered = Some(outcome);
+        }
+    }
+}
+
 /// Who is connecting, for the auth step: the address, and a verified client certificate's name.
 fn peer_of(shared: &Shared, client: &ClientStream) -> Peer {
     let ip = match client {
@@ -193,34 +231,60 @@ fn tcp_ip(plain: &Plain) -> Option<std::net::IpAddr> {
 async fn respond(
     shared: Arc<Shared>,
     peer: Arc<Peer>,
-    upgrade: Arc<Mutex<Option<Upgrade>>>,
+    conn: Arc<Mutex<Conn>>,
     mut req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     if let Some(api) = &shared.api
         && req.uri().path().starts_with("/api/")
     {
+        Conn::answered(&conn, Outcome::Http);
         let secure = shared.tls.is_some() && peer.tls;
         return api_call(api.clone(), secure, req).await;
+    }
+    if let Some(metrics) = &shared.config.metrics
+        && shared.config.metrics_at == Some(MetricsAt::SamePort)
+        && req.uri().path() == "/metrics"
+    {
+        Conn::answered(&conn, Outcome::Http);
+        let refused = shared
+            .config
+            .sessions
+            .as_ref()
+            .and_then(|sessions| crate::sessions::api::bearer_refusal(sessions, req.headers()));
+        let response = match refused {
+            Some(refused) => {
+                use http_body_util::BodyExt;
+                refused.map(|body| body.map_err(std::io::Error::other).boxed_unsync())
+            }
+            None => metrics.respond(req.method()),
+        };
+        debug!("{} {} {}", req.method(), req.uri(), response.status().as_u16());
+        return Ok(response);
     }
     let response = if handshake::is_upgrade(req.method(), req.headers()) {
         let response = handshake::accept(req.headers());
         if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+            Conn::answered(&conn, Outcome::HandshakeFailed);
             response
         } else {
             match gate::admit_upgrade(&shared, &peer, req.uri(), req.headers()).await {
                 Ok(resolved) => {
-                    if let Ok(mut slot) = upgrade.lock() {
-                        *slot = Some(Upgrade {
+                    if let Ok(mut conn) = conn.lock() {
+                        conn.upgrade = Some(Upgrade {
                             pending: hyper::upgrade::on(&mut req),
                             resolved,
                         });
                     }
                     response
                 }
-                Err(reject) => reject.into_response(),
+                Err(reject) => {
+                    Conn::answered(&conn, Outcome::Refused(Refusal::of(reject.status)));
+                    reject.into_response()
+                }
             }
         }
     } else if let Some(web) = &shared.config.web {
+        Conn::answered(&conn, Outcome::Http);
         if let Err(reject) = gate::admit_file(&shared, &peer, req.headers()).await {
             let response = reject.into_response();
             debug!("{} {} {}", req.method(), req.uri(), response.status().as_u16());
@@ -231,6 +295,7 @@ async fn respond(
         debug!("{} {} {}", parts.method, parts.uri, response.status().as_u16());
         return Ok(response);
     } else {
+        Conn::answered(&conn, Outcome::Http);
         text_response(
             StatusCode::METHOD_NOT_ALLOWED,
             "405 Method Not Allowed: this port accepts WebSocket connections only (start wsproxy with --web DIR to serve files)",
@@ -245,7 +310,14 @@ async fn respond(
 const SESSION_EOF_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The WebSocket session: connect to the target, relay, log one line at open and one at close.
-async fn relay(shared: &Shared, mut client: ClientStream, early: &[u8], id: u64, resolved: Resolved) {
+async fn relay(
+    shared: &Shared,
+    mut client: ClientStream,
+    early: &[u8],
+    id: u64,
+    resolved: Resolved,
+    tally: &mut Tally<'_>,
+) {
     let config = &shared.config;
     shared.session_opened();
     let started = Instant::now();
@@ -272,6 +344,7 @@ async fn relay(shared: &Shared, mut client: ClientStream, early: &[u8], id: u64,
         Ok(target) => target,
         Err((log, reason)) => {
             warn!("{log}");
+            tally.outcome = Outcome::TargetFailed;
             // As websockify: the handshake already succeeded, so the failure is a close frame.
             refuse(&mut client, close::INTERNAL_ERROR, &reason, config.relay.close_timeout).await;
             shared.session_closed();
@@ -279,6 +352,7 @@ async fn relay(shared: &Shared, mut client: ClientStream, early: &[u8], id: u64,
         }
     };
     info!("open: relaying to {named}");
+    tally.outcome = Outcome::Relayed;
     let tap = Tap::new(config.record.as_deref(), id, config.traffic).unwrap_or_else(|e| {
         warn!("cannot record this session: {e}");
         None
@@ -325,6 +399,9 @@ async fn relay(shared: &Shared, mut client: ClientStream, early: &[u8], id: u64,
         report.to_client,
         started.elapsed().as_secs_f64()
     );
+    if let Some(metrics) = &shared.config.metrics {
+        metrics.session_ended(report.to_target, report.to_client, started.elapsed());
+    }
     shared.session_closed();
     linger(relay.into_client()).await;
 }

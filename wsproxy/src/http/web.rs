@@ -241,7 +241,7 @@ fn not_found() -> Response<Body> {
 }
 
 /// A response with an in-memory body and an explicit Content-Length (kept for HEAD).
-fn sized_response(status: StatusCode, body: Bytes) -> Response<Body> {
+pub(crate) fn sized_response(status: StatusCode, body: Bytes) -> Response<Body> {
     let len = body.len() as u64;
     let mut resp = Response::new(Full::new(body).map_err(|never| match never {}).boxed_unsync());
     *resp.status_mut() = status;

@@ -26,6 +26,7 @@ use http::{HeaderMap, StatusCode, Uri};
 
 use crate::config::{Target, parse_target};
 use crate::http::reject::Reject;
+use crate::ops::metrics::{LookupResult, Metrics};
 use crate::sessions::manager::Lease;
 
 pub use token_file::parse_line;
@@ -176,8 +177,9 @@ impl Route {
         }
     }
 
-    /// The target of one upgrade request, or the HTTP answer that refuses it.
-    pub async fn resolve(&self, uri: &Uri, headers: &HeaderMap) -> Result<Resolved, Reject> {
+    /// The target of one upgrade request, or the HTTP answer that refuses it. A token lookup is
+    /// counted in `metrics` by its result.
+    pub async fn resolve(&self, uri: &Uri, headers: &HeaderMap, metrics: Option<&Metrics>) -> Result<Resolved, Reject> {
         let tokens = match self {
             Route::Static(target) => {
                 return Ok(Resolved {
@@ -205,7 +207,16 @@ impl Route {
             return Err(Reject::new(StatusCode::BAD_REQUEST, hint));
         };
         let label = TokenLabel::of(&token);
-        match tokio::time::timeout(tokens.timeout, tokens.lookup.lookup(&token)).await {
+        let looked_up = tokio::time::timeout(tokens.timeout, tokens.lookup.lookup(&token)).await;
+        if let Some(metrics) = metrics {
+            metrics.token_lookup(match &looked_up {
+                Ok(Ok(_)) => LookupResult::Found,
+                Ok(Err(LookupError::Unknown(_))) => LookupResult::Unknown,
+                Ok(Err(LookupError::Unavailable(_))) => LookupResult::Unavailable,
+                Err(_) => LookupResult::Timeout,
+            });
+        }
+        match looked_up {
             Ok(Ok(target)) => Ok(Resolved {
                 destination: Destination::Target(target),
                 token: Some(label),

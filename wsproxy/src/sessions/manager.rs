@@ -22,6 +22,7 @@ use super::services::{SecretKind, Service, Services, TargetRule, substitute};
 use super::state::{Event, State};
 use super::vncpasswd;
 use crate::config::Target;
+use crate::ops::metrics::Metrics;
 use crate::relay::frame::close;
 use crate::target::TargetStream;
 
@@ -40,6 +41,8 @@ pub struct Manager {
     pub shutdown: CancellationToken,
     /// Where runtime directories are made.
     runtime_root: PathBuf,
+    /// `--metrics`: sessions by service and state, launch times, refused reservations.
+    metrics: Option<Arc<Metrics>>,
 }
 
 /// What only this process knows of a live session.
@@ -56,6 +59,8 @@ struct Runtime {
     stop_reason: Mutex<Option<(u16, String)>>,
     /// The close code and reason clients get when the session ends.
     end: watch::Sender<Option<(u16, String)>>,
+    /// The state the metrics count this session in (`transition` moves it).
+    counted: Mutex<State>,
     /// Cancelled once the command is gone and the record is final.
     done: CancellationToken,
 }
@@ -92,7 +97,35 @@ impl Manager {
             tasks: TaskTracker::new(),
             shutdown: CancellationToken::new(),
             runtime_root,
+            metrics: None,
         }
+    }
+
+    /// Records into `metrics` (`--metrics`), if given.
+    pub fn with_metrics(mut self, metrics: Option<Arc<Metrics>>) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// `registry.update` for a live session, then the metrics move it to its new state.
+    async fn transition<'a>(
+        &'a self,
+        runtime: &'a Runtime,
+        event: Option<Event>,
+        change: Box<dyn FnOnce(&mut Record) + Send + 'a>,
+    ) -> Result<Record, UpdateError> {
+        let updated = self.registry.update(&runtime.id, event, change).await;
+        if let (Ok(record), Some(metrics)) = (&updated, &self.metrics) {
+            let before = std::mem::replace(
+                &mut *runtime
+                    .counted
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner),
+                record.state,
+            );
+            metrics.ondemand_moved(runtime.service, Some(before), record.state);
+        }
+        updated
     }
 
     pub fn service(&self, name: &str) -> Option<&Service> {
@@ -124,6 +157,9 @@ impl Manager {
     ) -> Result<Record, Refusal> {
         let refused = |refusal: Refusal, why: &str| {
             self.audit.reject(service_name, user, why);
+            if let Some(metrics) = &self.metrics {
+                metrics.ondemand_rejected(&refusal);
+            }
             refusal
         };
         let Some(index) = self.services.services.iter().position(|s| s.name == service_name) else {
@@ -177,7 +213,11 @@ impl Manager {
             stop_reason: Mutex::new(None),
             end,
             done: CancellationToken::new(),
+            counted: Mutex::new(record.state),
         });
+        if let Some(metrics) = &self.metrics {
+            metrics.ondemand_moved(index, None, record.state);
+        }
         self.runtimes().insert(record.id.clone(), runtime);
         self.audit.session(Kind::Reserve, &record, None);
         info!(
@@ -195,10 +235,12 @@ impl Manager {
     }
 
     async fn expire(&self, id: &str) {
+        let Some(runtime) = self.runtimes().get(id).cloned() else {
+            return;
+        };
         let expired = self
-            .registry
-            .update(
-                id,
+            .transition(
+                &runtime,
                 Some(Event::Expire),
                 Box::new(|r| {
                     r.reason = Some("never connected within reserve_timeout".into());
@@ -238,9 +280,8 @@ impl Manager {
             _ => None,
         };
         let updated = self
-            .registry
-            .update(
-                &record.id,
+            .transition(
+                &runtime,
                 event,
                 Box::new(move |r| {
                     r.clients = clients;
@@ -300,16 +341,17 @@ impl Manager {
                 return;
             }
         };
+        let took = started.elapsed();
         info!(
             "session {}: listening at {} after {} ms",
             runtime.id,
             running.target,
-            started.elapsed().as_millis()
+            took.as_millis()
         );
-        let ready = self
-            .registry
-            .update(&runtime.id, Some(Event::Ready), Box::new(|_| {}))
-            .await;
+        if let Some(metrics) = &self.metrics {
+            metrics.ondemand_launched(runtime.service, took);
+        }
+        let ready = self.transition(&runtime, Some(Event::Ready), Box::new(|_| {})).await;
         if let Ok(record) = &ready {
             self.audit.session(Kind::Ready, record, None);
         }
@@ -436,9 +478,8 @@ impl Manager {
     async fn finish(&self, runtime: &Runtime, event: Event, reason: String, exit_code: Option<i32>) {
         let logged = reason.clone();
         let ended = self
-            .registry
-            .update(
-                &runtime.id,
+            .transition(
+                runtime,
                 Some(event),
                 Box::new(move |r| {
                     r.reason = Some(reason);
@@ -530,8 +571,7 @@ impl Manager {
         let runtime = runtime.clone();
         self.tasks.spawn(async move {
             let _ = manager
-                .registry
-                .update(&runtime.id, None, Box::new(move |r| r.clients = clients))
+                .transition(&runtime, None, Box::new(move |r| r.clients = clients))
                 .await;
             if clients == 0 && matches!(*runtime.launch.borrow(), Launch::Ready(_)) {
                 manager.last_client_left(&runtime).await;
@@ -541,8 +581,7 @@ impl Manager {
 
     async fn last_client_left(self: &Arc<Self>, runtime: &Arc<Runtime>) {
         let Ok(_) = self
-            .registry
-            .update(&runtime.id, Some(Event::LastClientLeft), Box::new(|_| {}))
+            .transition(runtime, Some(Event::LastClientLeft), Box::new(|_| {}))
             .await
         else {
             return;

@@ -28,6 +28,7 @@ use tracing::{error, info, warn};
 
 use crate::cli::WrapMode;
 use crate::config::Wrap;
+use crate::ops::metrics::Metrics;
 use crate::wrap::{leftovers, spawn};
 
 /// A command that has not bound its port by then gets an error naming the likely causes.
@@ -46,8 +47,16 @@ pub const EXIT_CANNOT_RUN: u8 = 126;
 
 /// Runs the command under `wrap.mode` until `stop` is cancelled (then the group is stopped and the
 /// result is 0) or, in `exit` mode, until the command ends: the result is then its exit code, or
-/// 128+signal. 1 if it never bound its port, 127/126 if it cannot be started.
-pub async fn run(wrap: Wrap, grace: Duration, addr: watch::Sender<Option<SocketAddr>>, stop: CancellationToken) -> u8 {
+/// 128+signal. 1 if it never bound its port, 127/126 if it cannot be started. Starts and exits
+/// are counted in `metrics` (`--metrics`).
+pub async fn run(
+    wrap: Wrap,
+    grace: Duration,
+    addr: watch::Sender<Option<SocketAddr>>,
+    stop: CancellationToken,
+    metrics: Option<Arc<Metrics>>,
+) -> u8 {
+    let metrics = metrics.as_deref();
     let addr = Arc::new(addr);
     let mut limit = RespawnLimit::default();
     loop {
@@ -74,6 +83,9 @@ pub async fn run(wrap: Wrap, grace: Duration, addr: watch::Sender<Option<SocketA
             error!("the wrapped command ended before its process id could be read");
             return 1;
         };
+        if let Some(metrics) = metrics {
+            metrics.wrapped_started();
+        }
         info!(
             "started the wrapped command {:?} (process group {pgid}, --wrap-mode={})",
             wrap.command,
@@ -96,6 +108,9 @@ pub async fn run(wrap: Wrap, grace: Duration, addr: watch::Sender<Option<SocketA
                         continue;
                     }
                     no_bind_error(wrap.port);
+                    if let Some(metrics) = metrics && wrap.mode != WrapMode::Ignore {
+                        metrics.wrapped_exited(None);
+                    }
                     match wrap.mode {
                         WrapMode::Exit => {
                             stop_group(&mut child, pgid, grace).await;
@@ -110,6 +125,11 @@ pub async fn run(wrap: Wrap, grace: Duration, addr: watch::Sender<Option<SocketA
                 }
             }
         };
+        if let Some(metrics) = metrics
+            && status.is_some()
+        {
+            metrics.wrapped_exited(status);
+        }
         let what = status.map_or_else(|| "stopped: never bound its port".to_owned(), describe);
         match wrap.mode {
             WrapMode::Exit => {

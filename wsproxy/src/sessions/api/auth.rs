@@ -30,27 +30,31 @@ impl FromRequestParts<Arc<Manager>> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, manager: &Arc<Manager>) -> Result<Self, Self::Rejection> {
-        let header = parts
-            .headers
-            .get(http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| ApiError::unauthorized("this API needs Authorization: Bearer TOKEN"))?;
-        let token = header
-            .strip_prefix("Bearer ")
-            .or_else(|| header.strip_prefix("bearer "))
-            .map(str::trim)
-            .ok_or_else(|| ApiError::unauthorized("the Authorization header must be Bearer TOKEN"))?;
-        let digest = token_digest(token);
-        let found = manager
-            .services
-            .api_tokens
-            .iter()
-            .find(|t| t.sha256 == digest)
-            .ok_or_else(|| ApiError::unauthorized("unknown API token"))?;
-        Ok(Caller {
-            user: found.user.clone(),
-            groups: found.groups.clone(),
-            admin: found.scopes.contains(&Scope::Admin),
-        })
+        caller(manager, &parts.headers)
     }
+}
+
+/// The caller a request's `Authorization: Bearer TOKEN` names, or the 401 that refuses it.
+pub fn caller(manager: &Manager, headers: &http::HeaderMap) -> Result<Caller, ApiError> {
+    let header = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| ApiError::unauthorized("this API needs Authorization: Bearer TOKEN"))?;
+    let token = header
+        .strip_prefix("Bearer ")
+        .or_else(|| header.strip_prefix("bearer "))
+        .map(str::trim)
+        .ok_or_else(|| ApiError::unauthorized("the Authorization header must be Bearer TOKEN"))?;
+    let digest = token_digest(token);
+    let found = manager
+        .services
+        .api_tokens
+        .iter()
+        .find(|t| t.sha256 == digest)
+        .ok_or_else(|| ApiError::unauthorized("unknown API token"))?;
+    Ok(Caller {
+        user: found.user.clone(),
+        groups: found.groups.clone(),
+        admin: found.scopes.contains(&Scope::Admin),
+    })
 }

@@ -64,5 +64,13 @@ pub fn router(manager: Arc<Manager>) -> Router {
         .with_state(manager)
 }
 
+/// `--metrics same-port` with `--sessions`: `/metrics` takes the API's bearer tokens (any scope).
+/// The refusal, if any, is the API's (401, JSON, `WWW-Authenticate: Bearer`).
+pub fn bearer_refusal(manager: &Manager, headers: &http::HeaderMap) -> Option<axum::response::Response> {
+    auth::caller(manager, headers)
+        .err()
+        .map(axum::response::IntoResponse::into_response)
+}
+
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,3 @@
+//! What an operator watches: `metrics`, the Prometheus metrics of `--metrics`.
+
+pub mod metrics;
