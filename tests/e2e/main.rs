@@ -5,6 +5,7 @@ mod auth;
 mod bad_input;
 mod http;
 mod lifecycle;
+mod metrics;
 mod real_servers;
 mod relay;
 mod sessions;
