@@ -392,6 +392,8 @@ async fn relay(
         polled
     })
     .await;
+    // The relay's parts (the recording among them) are finished before the session is logged closed.
+    let client = relay.into_client();
     info!(
         "closed: {}; {} bytes to target, {} bytes to client, {:.1}s",
         report.end,
@@ -403,7 +405,7 @@ async fn relay(
         metrics.session_ended(report.to_target, report.to_client, started.elapsed());
     }
     shared.session_closed();
-    linger(relay.into_client()).await;
+    linger(client).await;
 }
 
 /// How long a closed session keeps reading what the client still sends.
