@@ -16,6 +16,8 @@
 
 pub mod buffer;
 pub mod frame;
+#[cfg(test)]
+mod properties;
 pub mod tap;
 
 use std::collections::VecDeque;
@@ -556,15 +558,14 @@ where
                 }
                 continue;
             }
+            // Pongs owed for pings that came before the close go out before it.
+            if let Some(frame) = self.control.pop_front() {
+                self.writing = Some((frame, 0));
+                continue;
+            }
             if let Some(frame) = self.close_frame.take() {
                 self.writing = Some((frame, 0));
                 self.control = VecDeque::new();
-                continue;
-            }
-            if !self.closing
-                && let Some(frame) = self.control.pop_front()
-            {
-                self.writing = Some((frame, 0));
                 continue;
             }
             if down.dirty {
