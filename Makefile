@@ -56,6 +56,8 @@ test: deps fmt-check clippy unit-and-e2e api-conformance browser-test
 # port), right after the same proxy without tokens: the token rows and targets are the ratios.
 # scripts/bench-peers installs the peers and redis-server. BENCH_ARGS replaces the sizes, e.g.
 # make bench BENCH_ARGS='--size-mib 16 --rounds 1 --round-trips 1000 --rtt-secs 1 --connects-secs 1 --idle-conns 500'
+# Then what --metrics costs: connects and throughput of wsproxy with and without it, side by side
+# (wsproxy-metrics over wsproxy is the cost; the issue allows 3 %).
 # Last, wsproxy's on-demand sessions (about 15 s, whatever BENCH_ARGS says): launches of
 # `wsproxy-bench echo-server` on first connect, each next to a start of the same command alone
 # (the overhead is the difference), and reservations per second from 16 keep-alive API clients.
@@ -77,6 +79,14 @@ bench: build
 		--proxy 'wsproxy=target/release/wsproxy --cert target/bench-cert.pem 127.0.0.1:{listen} {target}' \
 		--proxy 'websockify=target/bench-venv/bin/websockify --cert target/bench-cert.pem 127.0.0.1:{listen} {target}' \
 		--json target/bench-tls.json
+	target/release/wsproxy-bench connects --rounds 5 \
+		--proxy 'wsproxy=target/release/wsproxy 127.0.0.1:{listen} {target}' \
+		--proxy 'wsproxy-metrics=target/release/wsproxy --metrics 127.0.0.1:0 127.0.0.1:{listen} {target}' \
+		--json target/bench-metrics-connects.json
+	target/release/wsproxy-bench throughput --size-mib 256 --rounds 5 \
+		--proxy 'wsproxy=target/release/wsproxy 127.0.0.1:{listen} {target}' \
+		--proxy 'wsproxy-metrics=target/release/wsproxy --metrics 127.0.0.1:0 127.0.0.1:{listen} {target}' \
+		--json target/bench-metrics-throughput.json
 	target/release/wsproxy-bench sessions --rounds 3 --launches 10 --reserve-conns 16 --reserve-secs 3 \
 		--proxy 'wsproxy=target/release/wsproxy --sessions {services} 127.0.0.1:{listen}' \
 		--json target/bench-sessions.json
