@@ -140,3 +140,40 @@ mod tests {
         assert!(!is_upgrade(&Method::GET, &headers(&[])));
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #[test]
+        fn any_headers_get_101_or_400(
+            version in "[ -~]{0,8}",
+            key in "[ -~]{0,40}",
+            protocols in prop::collection::vec("[ -~]{0,12}", 0..4),
+        ) {
+            let mut headers = HeaderMap::new();
+            for (name, value) in [("sec-websocket-version", &version), ("sec-websocket-key", &key)] {
+                if let Ok(value) = HeaderValue::from_str(value) {
+                    headers.insert(name, value);
+                }
+            }
+            for p in &protocols {
+                if let Ok(value) = HeaderValue::from_str(p) {
+                    headers.append(SEC_WEBSOCKET_PROTOCOL, value);
+                }
+            }
+            let response = accept(&headers);
+            let offered_binary = protocols.iter().flat_map(|p| p.split(',')).any(|p| p.trim().eq_ignore_ascii_case("binary"));
+            match response.status() {
+                StatusCode::SWITCHING_PROTOCOLS => {
+                    prop_assert!(matches!(version.trim(), "13" | "8" | "7"));
+                    prop_assert_eq!(response.headers().get(SEC_WEBSOCKET_PROTOCOL).is_some(), offered_binary);
+                }
+                status => prop_assert_eq!(status, StatusCode::BAD_REQUEST),
+            }
+        }
+    }
+}

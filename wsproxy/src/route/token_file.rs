@@ -135,3 +135,34 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #[test]
+        fn any_line_parses_or_says_why(line in ".{0,200}") {
+            let _ = parse_line(&line);
+        }
+
+        #[test]
+        fn written_lines_read_back(
+            token in "[A-Za-z0-9_.-]{1,40}",
+            host in "[a-z][a-z0-9.-]{0,30}",
+            port in 1u16..,
+            v6 in any::<[u16; 8]>(),
+            use_v6 in any::<bool>(),
+        ) {
+            let (text, want) = if use_v6 {
+                let ip = std::net::Ipv6Addr::from(v6);
+                (format!("{token}: [{ip}]:{port}"), Target::Tcp { host: ip.to_string(), port })
+            } else {
+                (format!("{token}: {host}:{port}"), Target::Tcp { host: host.clone(), port })
+            };
+            prop_assert_eq!(parse_line(&text), Some(Ok((token.clone(), want))));
+        }
+    }
+}

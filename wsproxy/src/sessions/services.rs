@@ -734,3 +734,34 @@ target = { announce = 'PA_REMOTE_CONNECTION;[^;]*;vnc;(?P<host>[^:;]+):(?P<port>
         assert!(from_json(r#"{"D": {"script": "x", "count": 1, "colour": 1}}"#).is_err());
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #[test]
+        fn any_text_is_a_services_file_or_one_line_error(text in "(?s).{0,400}") {
+            if let Err(e) = parse(&text) {
+                prop_assert!(!e.contains('\n'), "{e}");
+            }
+        }
+
+        #[test]
+        fn text_without_braces_is_left_alone(text in "[^{}]{0,100}") {
+            prop_assert_eq!(substitute(&text, |_| "X".into()), text.clone());
+            prop_assert!(placeholders(&text).unwrap().is_empty());
+        }
+
+        #[test]
+        fn every_placeholder_is_replaced(names in prop::collection::vec("[a-z_]{1,12}", 0..6), glue in "[a-z ]{0,5}") {
+            let text: String = names.iter().map(|n| format!("{glue}{{{n}}}")).collect();
+            let out = substitute(&text, |name| name.to_uppercase());
+            let want: String = names.iter().map(|n| format!("{glue}{}", n.to_uppercase())).collect();
+            prop_assert_eq!(out, want);
+            prop_assert_eq!(placeholders(&text).unwrap(), names.iter().map(String::as_str).collect::<Vec<_>>());
+        }
+    }
+}
