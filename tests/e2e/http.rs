@@ -202,3 +202,56 @@ async fn no_open_redirect() {
         assert!(status == 301 || (400..500).contains(&status), "{path}: {head}");
     }
 }
+
+/// `--cert auto`: the first start makes a self-signed certificate and prints its fingerprint; a
+/// wss:// client trusting exactly that certificate connects; the next start reuses it (same
+/// fingerprint), so a browser's exception survives restarts.
+#[tokio::test]
+async fn cert_auto_is_made_once_and_reused() {
+    use futures_util::{SinkExt, StreamExt};
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    use tokio_tungstenite::tungstenite::Message;
+    let dir = TempDir::new("certauto");
+    let target = echo_target().await.to_string();
+    let store = dir.path("certs");
+    let args = [
+        "--cert",
+        "auto",
+        "--cert-dir",
+        store.to_str().unwrap(),
+        "--cert-name",
+        "localhost",
+        "--cert-name",
+        "127.0.0.1",
+        "127.0.0.1:0",
+        &target,
+    ];
+    let mut first = Proxy::start(&args);
+    let made = first.wait_line("self-signed certificate", WAIT);
+    assert!(made.contains("certificate made"), "{made}");
+    let fingerprint = made.rsplit("SHA-256 ").next().unwrap().to_owned();
+    assert_eq!(fingerprint.len(), 95, "{made}");
+    let pages = first.wait_line("pages and wss://", WAIT);
+    assert!(
+        pages.contains(&format!("https://localhost:{}/", first.addr.port())),
+        "{pages}"
+    );
+    let pem = std::fs::read(store.join("wsproxy-auto.pem")).unwrap();
+    let der = CertificateDer::pem_slice_iter(&pem).next().unwrap().unwrap();
+    let mut ws = wss_connect(first.addr, der.as_ref()).await;
+    ws.send(Message::binary(b"over the made certificate".to_vec()))
+        .await
+        .unwrap();
+    let echo = tokio::time::timeout(WAIT, ws.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(echo.into_data().as_ref(), b"over the made certificate");
+    drop(first);
+
+    let mut second = Proxy::start(&args);
+    let reused = second.wait_line("self-signed certificate", WAIT);
+    assert!(reused.contains("certificate reused"), "{reused}");
+    assert!(reused.ends_with(&fingerprint), "{reused} vs {fingerprint}");
+    let mut proxy = Proxy::spawn(&["--cert-name", "x", "127.0.0.1:0", &target]);
+    assert_eq!(proxy.wait_exit(WAIT).code(), Some(64));
+    assert!(proxy.lines()[0].contains("--cert auto"), "{:?}", proxy.lines());
+}

@@ -57,9 +57,20 @@ pub struct Cli {
     #[arg(long, value_name = "TIMEOUT", default_value_t = 0)]
     pub idle_timeout: u64,
 
-    /// PEM certificate (and key, unless --key) for wss:// and https://; default ./self.pem if it exists
+    /// PEM certificate (and key, unless --key) for wss:// and https://; default ./self.pem if it exists.
+    /// `auto`: a self-signed certificate made at the first start and kept in --cert-dir
     #[arg(long, value_name = "FILE")]
     pub cert: Option<PathBuf>,
+
+    /// With --cert auto: a name (or address) the certificate is for; repeat for more (default: the
+    /// host name, localhost, 127.0.0.1, ::1 and the listen address)
+    #[arg(long, value_name = "NAME")]
+    pub cert_name: Vec<String>,
+
+    /// With --cert auto: where the certificate is kept (default $XDG_STATE_HOME/wsproxy or
+    /// ~/.local/state/wsproxy)
+    #[arg(long, value_name = "DIR")]
+    pub cert_dir: Option<PathBuf>,
 
     /// PEM private key, if not in the --cert file
     #[arg(long, value_name = "FILE")]

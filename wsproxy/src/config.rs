@@ -101,6 +101,8 @@ pub struct Config {
     pub metrics_at: Option<MetricsAt>,
     pub wrap: Option<Wrap>,
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// `--cert auto`: the certificate made or reused, for the start-up line.
+    pub auto_cert: Option<crate::autocert::AutoCert>,
     pub ssl_only: bool,
     pub target_tls: Option<Arc<rustls::ClientConfig>>,
     pub web: Option<StaticFiles>,
@@ -283,7 +285,30 @@ impl TryFrom<Cli> for Config {
             return Err("--ssl-target needs a TCP target (host:port), not --unix-target or a wrapped command".into());
         }
 
+        let auto_cert = match &cli.cert {
+            Some(cert) if cert.as_os_str() == "auto" => {
+                let dir = absolute(&cli.cert_dir.clone().unwrap_or_else(crate::autocert::default_dir))?;
+                let names = if cli.cert_name.is_empty() {
+                    let ip = match &listen {
+                        Listen::Tcp(addr) => Some(addr.ip()),
+                        _ => None,
+                    };
+                    crate::autocert::default_names(ip)
+                } else {
+                    cli.cert_name.clone()
+                };
+                if cli.key.is_some() {
+                    return Err("--cert auto makes its own key: leave out --key".into());
+                }
+                Some(crate::autocert::ensure(&dir, &names)?)
+            }
+            _ if !cli.cert_name.is_empty() || cli.cert_dir.is_some() => {
+                return Err("--cert-name and --cert-dir go with --cert auto".into());
+            }
+            _ => None,
+        };
         let cert = match &cli.cert {
+            Some(_) if auto_cert.is_some() => auto_cert.as_ref().map(|a| a.path.clone()),
             Some(cert) => Some(absolute(cert)?),
             // websockify's default: ./self.pem, used when it exists.
             None => Some(absolute(Path::new("self.pem"))?).filter(|p| p.exists()),
@@ -336,6 +361,7 @@ impl TryFrom<Cli> for Config {
         let seconds = |n: u64| (n > 0).then(|| Duration::from_secs(n));
         Ok(Config {
             listen,
+            auto_cert,
             route,
             auth,
             web_auth: cli.web_auth,

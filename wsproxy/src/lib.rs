@@ -7,7 +7,8 @@
 //! - `config`: turns the command line into a validated [`config::Config`] (exit 64 on mistakes).
 //! - `listener`: binds TCP, UNIX or inetd sockets before the runtime starts; accepts clients.
 //! - `server`: the accept loop, connection limit, stop conditions and the drain on shutdown.
-//! - `tls`: rustls configuration for `--cert`/`--key`/`--verify-client` and `--ssl-target`.
+//! - `tls`: rustls configuration for `--cert`/`--key`/`--verify-client` and `--ssl-target`;
+//!   `autocert`: `--cert auto`'s self-signed certificate, made once and kept.
 //! - `http/`: one connection's HTTP side: `session` (TLS detection, hyper: upgrade, static
 //!   files, 405, then the relay), `handshake` (the upgrade rules: websockify's `binary`
 //!   subprotocol rule, lenient), `web` (`--web` files: no escape from the directory, no open
@@ -32,6 +33,7 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod autocert;
 pub mod cli;
 pub mod config;
 pub mod gate;

@@ -49,6 +49,25 @@ fn main() -> ExitCode {
         bound.describe(),
         config.route
     );
+    if let Some(auto) = &config.auto_cert {
+        let made = if auto.made { "made" } else { "reused" };
+        let port = bound.describe().rsplit(':').next().unwrap_or_default().to_owned();
+        let host = auto.names.first().map_or("localhost", String::as_str);
+        let host = if host.contains(':') {
+            format!("[{host}]")
+        } else {
+            host.to_owned()
+        };
+        eprintln!(
+            "wsproxy: self-signed certificate {made}: {} for {}; SHA-256 {}",
+            auto.path.display(),
+            auto.names.join(", "),
+            auto.fingerprint
+        );
+        eprintln!(
+            "wsproxy: pages and wss:// at https://{host}:{port}/ (accept the certificate once; compare its SHA-256)"
+        );
+    }
     if let Some(api) = &api {
         eprintln!("wsproxy: sessions API on http://{}/api/v1/", api.describe());
     }
