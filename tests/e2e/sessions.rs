@@ -626,3 +626,34 @@ async fn seed_json_services_run_their_script_with_start_index() {
     assert_eq!((code, json["error"]["code"].as_str()), (400, Some("bad_option")));
     assert_eq!(first["index"], 0);
 }
+
+/// `--api-listen`: the API on its own address, and not on the main port.
+#[tokio::test]
+async fn the_api_can_have_its_own_address() {
+    let dir = prepare("reserve_timeout = 60", ECHO_SERVICE);
+    let mut proxy = Proxy::start(&[
+        "--sessions",
+        dir.path("services.toml").to_str().unwrap(),
+        "--api-listen",
+        "127.0.0.1:0",
+        "127.0.0.1:0",
+    ]);
+    let line = proxy.wait_line("sessions API on http://", WAIT);
+    let api_addr: SocketAddr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {line:?}"));
+    let mine = reserve(api_addr, "alice-token", "echo").await;
+    let mut window = open(proxy.addr, mine["token"].as_str().unwrap()).await;
+    window.echo(b"relayed on the main port").await;
+    let (code, _, _) = http_get(
+        proxy.addr,
+        "GET",
+        "/api/v1/services",
+        "Authorization: Bearer alice-token\r\n",
+    )
+    .await;
+    assert_eq!(code, 405, "the main port does not serve the API then");
+}

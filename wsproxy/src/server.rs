@@ -216,47 +216,43 @@ pub async fn run(
 
 /// `--api-listen`: plain HTTP, the API only, until the server stops.
 async fn serve_api(bound: Bound, api: axum::Router, cancel: CancellationToken) {
-    let mut listener = match Listener::register(bound) {
-        Ok(listener) => listener,
-        Err(e) => return warn!("cannot use the API's listening socket: {e}"),
-    };
-    loop {
-        let accepted = tokio::select! {
-            () = cancel.cancelled() => return,
-            accepted = listener.accept() => accepted,
-        };
-        let (stream, peer) = match accepted {
-            Ok(Some(accepted)) => accepted,
-            Ok(None) => return,
-            Err(e) => {
-                warn!("API accept failed: {e}");
-                tokio::time::sleep(MAX_BACKOFF).await;
-                continue;
-            }
-        };
-        let api = api.clone();
-        let cancel = cancel.clone();
-        tokio::spawn(
-            async move {
-                let service =
-                    hyper::service::service_fn(move |req| crate::http::session::api_call(api.clone(), false, req));
-                let conn = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-                tokio::select! {
-                    _ = conn => {},
-                    () = cancel.cancelled() => {},
-                }
-            }
-            .instrument(info_span!("api", peer = %peer)),
-        );
-    }
+    serve_side("api", bound, cancel, move |req| {
+        crate::http::session::api_call(api.clone(), false, req)
+    })
+    .await;
 }
 
 /// `--metrics ADDR`: plain HTTP, `/metrics` only, until the server stops.
 async fn serve_metrics(bound: Bound, metrics: Arc<Metrics>, cancel: CancellationToken) {
+    serve_side(
+        "metrics",
+        bound,
+        cancel,
+        move |req: http::Request<hyper::body::Incoming>| {
+            let response = if req.uri().path() == "/metrics" {
+                metrics.respond(req.method())
+            } else {
+                crate::http::web::text_response(
+                    http::StatusCode::NOT_FOUND,
+                    "404 Not Found: the metrics are at /metrics",
+                )
+            };
+            std::future::ready(Ok::<_, std::convert::Infallible>(response))
+        },
+    )
+    .await;
+}
+
+/// A side listener (`--api-listen`, `--metrics ADDR`): plain HTTP/1.1 answered by `respond`, each
+/// connection given `SIDE_REQUEST_TIMEOUT` for its request head, until the server stops.
+async fn serve_side<F, Fut>(what: &'static str, bound: Bound, cancel: CancellationToken, respond: F)
+where
+    F: Fn(http::Request<hyper::body::Incoming>) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = Result<http::Response<crate::http::web::Body>, std::convert::Infallible>> + Send + 'static,
+{
     let mut listener = match Listener::register(bound) {
         Ok(listener) => listener,
-        Err(e) => return warn!("cannot use the metrics' listening socket: {e}"),
+        Err(e) => return warn!("cannot use the {what} listening socket: {e}"),
     };
     loop {
         let accepted = tokio::select! {
@@ -267,42 +263,34 @@ async fn serve_metrics(bound: Bound, metrics: Arc<Metrics>, cancel: Cancellation
             Ok(Some(accepted)) => accepted,
             Ok(None) => return,
             Err(e) => {
-                warn!("metrics accept failed: {e}");
+                warn!("{what} accept failed: {e}");
                 tokio::time::sleep(MAX_BACKOFF).await;
                 continue;
             }
         };
-        let metrics = metrics.clone();
+        let respond = respond.clone();
         let cancel = cancel.clone();
         tokio::spawn(
             async move {
-                let service = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                    let response = if req.uri().path() == "/metrics" {
-                        metrics.respond(req.method())
-                    } else {
-                        crate::http::web::text_response(
-                            http::StatusCode::NOT_FOUND,
-                            "404 Not Found: the metrics are at /metrics",
-                        )
-                    };
-                    std::future::ready(Ok::<_, std::convert::Infallible>(response))
-                });
                 let mut http = hyper::server::conn::http1::Builder::new();
                 http.timer(hyper_util::rt::TokioTimer::new())
-                    .header_read_timeout(METRICS_REQUEST_TIMEOUT);
-                let conn = http.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+                    .header_read_timeout(SIDE_REQUEST_TIMEOUT);
+                let conn = http.serve_connection(
+                    hyper_util::rt::TokioIo::new(stream),
+                    hyper::service::service_fn(respond),
+                );
                 tokio::select! {
                     _ = conn => {},
                     () = cancel.cancelled() => {},
                 }
             }
-            .instrument(info_span!("metrics", peer = %peer)),
+            .instrument(info_span!("side", listener = what, peer = %peer)),
         );
     }
 }
 
-/// A scraper sends its request at once; a connection that sends nothing is closed after this.
-const METRICS_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// A client of a side listener sends its request at once; one that sends nothing is closed after this.
+const SIDE_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Resolves when `--run-once`, `--timeout` or `--idle-timeout` says the server is done.
 async fn lifecycle(
