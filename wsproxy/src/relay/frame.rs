@@ -247,10 +247,11 @@ pub fn parse_close(payload: &[u8]) -> Result<CloseFrame, Violation> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn masked_frame(first: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
+    /// A client frame (masked with `mask`), for the tests here and the relay's property tests.
+    pub(in crate::relay) fn masked_frame(first: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
         let mut out = vec![first];
         match payload.len() {
             n if n < 126 => out.push(0x80 | n as u8),

@@ -8,6 +8,7 @@ use std::time::Duration;
 use proptest::prelude::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 
+use super::frame::tests::masked_frame;
 use super::frame::{OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_PING, OP_PONG};
 use super::{Relay, Settings};
 
@@ -17,25 +18,6 @@ fn settings() -> Settings {
         heartbeat: None,
         close_timeout: Duration::from_millis(200),
     }
-}
-
-/// One client frame: first byte, payload, mask.
-fn client_frame(first: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
-    let mut out = vec![first];
-    match payload.len() {
-        n if n < 126 => out.push(0x80 | n as u8),
-        n if n <= 0xFFFF => {
-            out.push(0x80 | 126);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            out.push(0x80 | 127);
-            out.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    out.extend_from_slice(&mask);
-    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-    out
 }
 
 /// Server frames in `bytes`: (first byte, payload); the rest (an unfinished frame) is ignored.
@@ -84,15 +66,15 @@ fn encode(messages: &[Message], mask: [u8; 4]) -> (Vec<u8>, Vec<u8>, Vec<Vec<u8>
         for (i, fragment) in message.fragments.iter().enumerate() {
             let opcode = if i == 0 { OP_BINARY } else { OP_CONTINUATION };
             let fin = if i == last { 0x80 } else { 0 };
-            bytes.extend(client_frame(fin | opcode, fragment, mask));
+            bytes.extend(masked_frame(fin | opcode, fragment, mask));
             data.extend_from_slice(fragment);
             if let Some(ping) = message.pings.get(i) {
-                bytes.extend(client_frame(0x80 | OP_PING, ping, mask));
+                bytes.extend(masked_frame(0x80 | OP_PING, ping, mask));
                 pings.push(ping.clone());
             }
         }
     }
-    bytes.extend(client_frame(0x80 | OP_CLOSE, &1000u16.to_be_bytes(), mask));
+    bytes.extend(masked_frame(0x80 | OP_CLOSE, &1000u16.to_be_bytes(), mask));
     (bytes, data, pings)
 }
 
