@@ -58,10 +58,17 @@ mod tests {
             .env(MARK_VAR, "1")
             .spawn()
             .unwrap();
-        let found = marked(std::process::id());
+        let want = Pid::from_raw(i32::try_from(marked_child.id()).unwrap());
+        // Until the child has exec'd, /proc shows the environment it was forked with: look again,
+        // for at most 5 s (a loaded machine is slow to exec).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let mut found = marked(std::process::id());
+        while !found.contains(&want) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            found = marked(std::process::id());
+        }
         let _ = (marked_child.kill(), other.kill());
         let _ = (marked_child.wait(), other.wait());
-        let want = Pid::from_raw(i32::try_from(marked_child.id()).unwrap());
         assert!(found.contains(&want), "{found:?}");
         let not = Pid::from_raw(i32::try_from(other.id()).unwrap());
         assert!(!found.contains(&not), "{found:?}");
