@@ -134,6 +134,8 @@ struct Down {
     buf: Slot,
     start: usize,
     end: usize,
+    /// The frame in `start..end` has not begun to go out (it may still be dropped whole).
+    untouched: bool,
     reading: bool,
     dirty: bool,
     client_ok: bool,
@@ -223,6 +225,7 @@ where
                 dirty: false,
                 client_ok: true,
                 client_shut: false,
+                untouched: false,
             },
             writing: None,
             control: VecDeque::new(),
@@ -485,6 +488,14 @@ where
                 Event::Close(Ok(CloseFrame { code, reason })) => {
                     self.up.mode = ReadMode::Done;
                     self.up.pos = self.up.filled;
+                    // The client wants no more data: a frame that has not begun to go out is
+                    // dropped, so the close reply comes next (noVNC logs an error for data that
+                    // arrives after its close). One half written is finished, to keep the framing.
+                    if self.down.untouched {
+                        self.to_client -= (self.down.end - MAX_SERVER_HEADER) as u64;
+                        self.down.start = self.down.end;
+                        self.down.untouched = false;
+                    }
                     let reply = match code {
                         Some(code) => ControlFrame::close(code, &reason),
                         None => ControlFrame::new(OP_CLOSE, &[]),
@@ -527,6 +538,7 @@ where
                     Poll::Ready(Ok(0)) => self.client_failed(io::ErrorKind::WriteZero.into()),
                     Poll::Ready(Ok(n)) => {
                         down.start += n;
+                        down.untouched = false;
                         down.dirty = true;
                         if down.start == down.end
                             && let Some(tap) = &mut self.tap
@@ -612,6 +624,7 @@ where
                     let end = MAX_SERVER_HEADER + n;
                     down.start = frame::write_server_header(buf, MAX_SERVER_HEADER, OP_BINARY, n);
                     down.end = end;
+                    down.untouched = true;
                     self.to_client += n as u64;
                     if let Some(tap) = &mut self.tap {
                         tap.traffic("{");
