@@ -81,12 +81,14 @@ test('scripts/demo serves the desktop and the telnet terminal, and stops cleanly
       context.waitForEvent('page', { timeout: 10000 }),
       sessions.click('button[data-service="terminal"]'),
     ]);
+    await onDemandTerminal.waitForURL(/\/telnet\.html\?/, { timeout: 20000 });
     await waitForStatus(onDemandTerminal, 'connected', 20000);
     await waitForTerminal(onDemandTerminal, /login: *$/m, 20000);
     const [onDemandDesktop] = await Promise.all([
       context.waitForEvent('page', { timeout: 10000 }),
       sessions.click('button[data-service="desktop"]'),
     ]);
+    await onDemandDesktop.waitForURL(/\/vnc\.html\?/, { timeout: 20000 });
     await waitForStatus(onDemandDesktop, 'connected', 30000);
     await onDemandDesktop.waitForTimeout(1500);
     await onDemandDesktop.screenshot({ path: screenshotPath('demo-session-desktop') });

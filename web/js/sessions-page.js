@@ -42,14 +42,36 @@ function element(tag, text, props = {}) {
 }
 
 async function reserve(service) {
+  // Opened within the click, so no popup blocker stops it; it goes to the page once reserved.
+  const tab = window.open('about:blank', '_blank');
   try {
     const session = await api('POST', '/api/v1/sessions', { service });
     say(`Reserved ${service} #${session.index}: opening it`);
-    window.open(session.urls.page, '_blank');
+    if (tab) tab.location.href = session.urls.page;
+    else window.location.href = session.urls.page;
     await refresh();
   } catch (error) {
+    tab?.close();
     say(`Cannot reserve ${service}: ${error.message}`);
   }
+}
+
+/** The card of each service, made once: a refresh updates its text and button in place, so a click
+ * never lands on a button that was just replaced. */
+const serviceCards = new Map();
+
+function serviceCard(s) {
+  let card = serviceCards.get(s.name);
+  if (!card) {
+    const button = element('button', `Reserve ${s.name}`, { type: 'button' });
+    button.dataset.service = s.name;
+    button.addEventListener('click', () => reserve(s.name));
+    card = { li: item(button, element('div', '')), button };
+    serviceCards.set(s.name, card);
+  }
+  card.button.disabled = s.free === 0;
+  card.li.lastChild.textContent = `${s.free} of ${s.count} free, ${s.running} running, ${s.reserved} reserved`;
+  return card.li;
 }
 
 async function stop(id) {
@@ -69,12 +91,11 @@ async function refresh() {
   sessionStorage.setItem('wsproxy-api-token', token());
   try {
     const [services, sessions] = await Promise.all([api('GET', '/api/v1/services'), api('GET', '/api/v1/sessions')]);
-    $('services').replaceChildren(...services.map((s) => {
-      const button = element('button', `Reserve ${s.name}`, { type: 'button', disabled: s.free === 0 });
-      button.dataset.service = s.name;
-      button.addEventListener('click', () => reserve(s.name));
-      return item(button, element('div', `${s.free} of ${s.count} free, ${s.running} running, ${s.reserved} reserved`));
-    }));
+    const cards = services.map(serviceCard);
+    const list = $('services');
+    if (cards.length !== list.children.length || cards.some((card, i) => list.children[i] !== card)) {
+      list.replaceChildren(...cards);
+    }
     const live = sessions.filter((s) => !['stopped', 'failed', 'expired'].includes(s.state));
     $('sessions').replaceChildren(...live.map((s) => {
       const open = element('a', `${s.service} #${s.index}`, { href: s.urls?.page || '#', target: '_blank' });
