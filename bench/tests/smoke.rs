@@ -10,16 +10,20 @@ use std::process::{Command, Stdio};
 const TOKENS: u32 = 50;
 
 /// A wsproxy binary built earlier in this workspace, if any.
-fn wsproxy() -> Option<PathBuf> {
+/// The wsproxy the smoke runs measure (`cargo test --workspace` builds target/debug/wsproxy).
+fn wsproxy() -> PathBuf {
     let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target");
     ["release", "debug"]
         .iter()
         .map(|profile| target.join(profile).join("wsproxy"))
         .find(|path| path.is_file())
+        .expect("no build of wsproxy in target/: run `cargo build -p wsproxy` (cargo test --workspace builds it)")
 }
 
 fn redis_server_installed() -> bool {
-    Command::new("redis-server").arg("--version").output().is_ok()
+    let installed = Command::new("redis-server").arg("--version").output().is_ok();
+    assert!(installed, "redis-server is not installed: `make deps` installs it");
+    installed
 }
 
 #[test]
@@ -51,8 +55,8 @@ fn every_scenario_runs_and_reports() {
     command
         .arg("--proxy")
         .arg(format!("raw-relay={bench} relay 127.0.0.1:{{listen}} {{ws-target}}"));
-    let with_wsproxy = wsproxy();
-    let with_redis = with_wsproxy.is_some() && redis_server_installed();
+    let with_wsproxy = Some(wsproxy());
+    let with_redis = redis_server_installed();
     if let Some(path) = &with_wsproxy {
         let path = path.display();
         command
@@ -156,10 +160,7 @@ fn echo_servers(bench: &str) -> Vec<String> {
 /// targets and the JSON are there, and nothing it started is left.
 #[test]
 fn the_sessions_scenario_runs_and_reports() {
-    let Some(wsproxy) = wsproxy() else {
-        eprintln!("no build of wsproxy in target/: skipped");
-        return;
-    };
+    let wsproxy = wsproxy();
     let bench = env!("CARGO_BIN_EXE_wsproxy-bench");
     let json = std::env::temp_dir().join(format!("wsproxy-bench-sessions-smoke-{}.json", std::process::id()));
     let child = Command::new(bench)
