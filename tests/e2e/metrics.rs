@@ -248,31 +248,13 @@ async fn tls_failures_and_wss_sessions() {
     assert_eq!(value(&text, "wsproxy_handshake_duration_seconds_count"), 1.0);
 }
 
-/// A python echo server on the UNIX socket its argument names.
-const UNIX_ECHO: &str = r#"
-import socket, sys, threading
-s = socket.socket(socket.AF_UNIX)
-s.bind(sys.argv[1])
-s.listen(4)
-def serve(c):
-    while True:
-        d = c.recv(65536)
-        if not d:
-            break
-        c.sendall(d)
-    c.close()
-while True:
-    c, _ = s.accept()
-    threading.Thread(target=serve, args=(c,), daemon=True).start()
-"#;
-
 /// A services file with one API token (`ops-token`, admin) and one service, `echo`.
 fn services(dir: &TempDir) -> String {
-    std::fs::write(dir.path("echo.py"), UNIX_ECHO).unwrap();
+    std::fs::write(dir.path("echo.py"), crate::sessions::ECHO).unwrap();
     let text = format!(
         "[sessions]\nreserve_timeout = 60\nlinger = 0\n\n[[api.token]]\ntoken = \"ops-token\"\nscopes = [\"admin\"]\n\
          user = \"ops\"\n\n[[service]]\nname = \"echo\"\ncount = 1\n\
-         command = [\"python3\", \"{}\", \"{{runtime_dir}}/echo.sock\"]\ntarget = \"unix:{{runtime_dir}}/echo.sock\"\n\
+         command = [\"python3\", \"{}\", \"unix\", \"{{runtime_dir}}/echo.sock\"]\ntarget = \"unix:{{runtime_dir}}/echo.sock\"\n\
          page = \"serial\"\n",
         dir.path("echo.py").display()
     );
@@ -284,16 +266,8 @@ fn services(dir: &TempDir) -> String {
 /// `POST /api/v1/sessions` for `service`: (status, body).
 async fn reserve(addr: SocketAddr, service: &str) -> (u16, serde_json::Value) {
     let body = format!(r#"{{"service": "{service}"}}"#);
-    let mut raw = Raw::connect(addr).await;
-    let request = format!(
-        "POST /api/v1/sessions HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer ops-token\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    raw.stream.write_all(request.as_bytes()).await.unwrap();
-    let head = tokio::time::timeout(WAIT, raw.read_head()).await.unwrap();
-    let body = tokio::time::timeout(WAIT, raw.read_body(&head)).await.unwrap();
-    (status(&head), serde_json::from_str(&body).unwrap())
+    let (code, _, json) = crate::sessions::api(addr, "POST", "/api/v1/sessions", Some("ops-token"), Some(&body)).await;
+    (code, json)
 }
 
 const BEARER: &str = "Authorization: Bearer ops-token\r\n";

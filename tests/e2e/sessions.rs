@@ -12,7 +12,7 @@ use crate::util::*;
 /// An echo server in Python: `tcp PORT` binds 0.0.0.0:PORT (librebind.so moves it), `unix PATH`,
 /// `announce` binds a kernel-chosen loopback port and prints it the way a job script would;
 /// `exit N` exits at once with N; `sleep` never listens; `later S` serves, then exits 3 after S s.
-const ECHO: &str = r#"
+pub(crate) const ECHO: &str = r#"
 import os, socket, sys, threading, time
 mode = sys.argv[1]
 if mode == "exit":
@@ -83,7 +83,7 @@ fn prepare(timing: &str, services: &str) -> TempDir {
 }
 
 /// One API call: (status, response head, JSON body or Null).
-async fn api(
+pub(crate) async fn api(
     addr: SocketAddr,
     method: &str,
     path: &str,
