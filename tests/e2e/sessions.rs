@@ -160,7 +160,7 @@ fn started_count(proxy: &Proxy) -> usize {
 }
 
 /// Processes carrying a session mark of this wsproxy.
-fn session_processes(wsproxy: u32) -> usize {
+pub(crate) fn session_processes(wsproxy: u32) -> usize {
     let needle = format!("WSPROXY_SESSION={wsproxy}:");
     std::fs::read_dir("/proc")
         .unwrap()

@@ -675,18 +675,30 @@ pub struct Redis {
     child: Option<Child>,
     pub port: u16,
     dir: TempDir,
+    /// Keeps its data across `restart` (an append-only file in its directory).
+    persist: bool,
 }
 
 impl Redis {
     pub fn start() -> Redis {
+        Redis::start_with(false)
+    }
+
+    /// One that keeps its data across `restart`, as a production Redis would.
+    pub fn start_persistent() -> Redis {
+        Redis::start_with(true)
+    }
+
+    fn start_with(persist: bool) -> Redis {
         let dir = TempDir::new("redis");
         for _ in 0..5 {
             let port = free_port();
-            if let Some(child) = Redis::spawn(port, &dir) {
+            if let Some(child) = Redis::spawn(port, &dir, persist) {
                 return Redis {
                     child: Some(child),
                     port,
                     dir,
+                    persist,
                 };
             }
         }
@@ -694,7 +706,7 @@ impl Redis {
     }
 
     /// Starts redis-server on `port` and waits (bounded) until it answers PING; `None` if it exits.
-    fn spawn(port: u16, dir: &TempDir) -> Option<Child> {
+    fn spawn(port: u16, dir: &TempDir, persist: bool) -> Option<Child> {
         // The UNIX socket lies in our own directory: a PONG there is from this server, not from
         // another test's redis-server that took the port first.
         let socket = dir.path(&format!("redis-{port}.sock"));
@@ -708,7 +720,9 @@ impl Redis {
                 "--save",
                 "",
                 "--appendonly",
-                "no",
+                if persist { "yes" } else { "no" },
+                "--appendfsync",
+                "always",
             ])
             .arg("--dir")
             .arg(&dir.0)
@@ -757,8 +771,25 @@ impl Redis {
                 "redis-server did not come back on port {}",
                 self.port
             );
-            self.child = Redis::spawn(self.port, &self.dir);
+            self.child = Redis::spawn(self.port, &self.dir, self.persist);
         }
+    }
+
+    /// GET `key`: the value, or `None` for a missing key.
+    pub fn get(&self, key: &str) -> Option<String> {
+        let stream = std::net::TcpStream::connect(("127.0.0.1", self.port)).expect("connect to redis");
+        stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut reader = std::io::BufReader::new(stream);
+        let request = format!("*2\r\n$3\r\nGET\r\n${}\r\n{key}\r\n", key.len());
+        std::io::Write::write_all(reader.get_mut(), request.as_bytes()).unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut reader, &mut line).unwrap();
+        if line.starts_with("$-1") {
+            return None;
+        }
+        let mut value = String::new();
+        std::io::BufRead::read_line(&mut reader, &mut value).unwrap();
+        Some(value.trim_end().to_owned())
     }
 
     /// Runs one command; returns the first line of the reply.

@@ -198,6 +198,11 @@ pub struct Cli {
     #[arg(long, value_name = "ADDR", requires = "sessions")]
     pub api_listen: Option<String>,
 
+    /// With a shared session store: the HOST:PORT other instances reach this one at, to forward
+    /// clients of the sessions it launched (default: the listening address, if not a wildcard)
+    #[arg(long, value_name = "ADDR", requires = "sessions")]
+    pub advertise: Option<String>,
+
     /// Serve Prometheus metrics at http://ADDR/metrics (host:port; port 0 picks one), or with
     /// `same-port` at /metrics on the main port (behind the API's bearer tokens with --sessions)
     #[arg(long, value_name = "ADDR|same-port")]

@@ -95,6 +95,8 @@ pub struct Config {
     pub sessions: Option<Arc<Manager>>,
     /// `--api-listen`: the API's own address (else the API is on the main port).
     pub api_listen: Option<Listen>,
+    /// `--advertise`: where other instances forward this one's sessions' clients.
+    pub advertise: Option<String>,
     /// `--metrics`: the metrics every part records into (`None`: off, nothing is recorded) ...
     pub metrics: Option<Arc<Metrics>>,
     /// ... and where they are served.
@@ -367,6 +369,7 @@ impl TryFrom<Cli> for Config {
             web_auth: cli.web_auth,
             sessions,
             api_listen,
+            advertise: cli.advertise.clone(),
             metrics,
             metrics_at,
             wrap,
@@ -399,6 +402,9 @@ impl TryFrom<Cli> for Config {
     }
 }
 
+/// How long a call to the shared session store may take before the API answers 503.
+const STORE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// `--sessions FILE`: the services, librebind.so when a service needs it, the audit log.
 fn sessions_manager(
     services: crate::sessions::services::Services,
@@ -417,9 +423,18 @@ fn sessions_manager(
         None
     };
     let audit = crate::sessions::audit::Audit::open(audit.map(absolute).transpose()?.as_deref())?;
-    let registry = Box::new(crate::sessions::registry::Memory::default());
+    let (registry, cluster): (Arc<dyn crate::sessions::registry::Registry>, _) = match &services.store {
+        Some(url) => {
+            let store = Arc::new(crate::sessions::registry::redis::RedisStore::open(url, STORE_TIMEOUT)?);
+            let cluster = Arc::new(crate::sessions::cluster::Cluster::new(store.clone()));
+            (store, Some(cluster))
+        }
+        None => (Arc::new(crate::sessions::registry::Memory::default()), None),
+    };
     Ok(Arc::new(
-        Manager::new(services, registry, lib, audit).with_metrics(metrics),
+        Manager::new(services, registry, lib, audit)
+            .with_cluster(cluster)
+            .with_metrics(metrics),
     ))
 }
 

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use crate::ops::metrics::LookupResult;
 use crate::route::{Destination, Resolved, TokenLabel, query_token};
 use crate::server::Shared;
-use crate::sessions::manager::Manager;
+use crate::sessions::manager::{AttachError, Manager};
 
 /// A WebSocket upgrade request: its target, or the answer that refuses it.
 pub async fn admit_upgrade(shared: &Shared, peer: &Peer, uri: &Uri, headers: &HeaderMap) -> Result<Resolved, Reject> {
@@ -47,20 +47,27 @@ async fn session(shared: &Shared, sessions: &Arc<Manager>, peer: &Peer, uri: &Ur
     let label = TokenLabel::of(&token);
     let attached = sessions.attach(&token, peer.ip).await;
     if let Some(metrics) = &shared.config.metrics {
-        metrics.token_lookup(if attached.is_some() {
-            LookupResult::Found
-        } else {
-            LookupResult::Unknown
+        metrics.token_lookup(match &attached {
+            Ok(_) => LookupResult::Found,
+            Err(AttachError::Unknown) => LookupResult::Unknown,
+            Err(AttachError::Unavailable(_)) => LookupResult::Unavailable,
         });
     }
     match attached {
-        Some(lease) => Ok(Resolved {
+        Ok(lease) => Ok(Resolved {
             destination: Destination::Session(lease),
             token: Some(label),
         }),
-        None => {
+        Err(AttachError::Unknown) => {
             tracing::info!("refused {label}: no live session has it");
             Err(Reject::new(StatusCode::NOT_FOUND, "Unknown token: no such session, or it has ended").guessing())
+        }
+        Err(AttachError::Unavailable(why)) => {
+            tracing::warn!("refused {label}: {why}");
+            Err(Reject::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The session store is unavailable; try again shortly",
+            ))
         }
     }
 }

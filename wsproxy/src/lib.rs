@@ -41,6 +41,7 @@ pub mod http;
 pub mod listener;
 pub mod logging;
 pub mod ops;
+pub mod redis_link;
 pub mod relay;
 pub mod reloading;
 pub mod route;

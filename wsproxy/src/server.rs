@@ -52,6 +52,23 @@ pub struct Shared {
     activity: watch::Sender<Activity>,
 }
 
+/// With a shared session store: the address other instances forward this one's clients to.
+fn advertised(config: &Config, bound: &Bound) -> Result<Option<String>, String> {
+    if config.sessions.as_ref().is_none_or(|s| s.services.store.is_none()) {
+        return Ok(None);
+    }
+    if let Some(advertise) = &config.advertise {
+        return Ok(Some(advertise.clone()));
+    }
+    match bound {
+        Bound::Tcp(listener) => match listener.local_addr() {
+            Ok(addr) if !addr.ip().is_unspecified() => Ok(Some(addr.to_string())),
+            _ => Err("with a shared session store, --advertise HOST:PORT must say where other instances reach this one (it listens on every address)".into()),
+        },
+        _ => Err("with a shared session store, --advertise HOST:PORT must say where other instances reach this one (it does not listen on TCP)".into()),
+    }
+}
+
 /// The listeners besides the main one, bound before the runtime started.
 #[derive(Default)]
 pub struct Extra {
@@ -97,6 +114,7 @@ pub async fn run(
         metrics: metrics_bound,
     } = extra;
     let socket_path: Option<PathBuf> = bound.socket_path().map(Into::into);
+    let advertise = advertised(&config, &bound)?;
     let single = matches!(bound, Bound::Connection(_));
     let mut listener = Listener::register(bound).map_err(|e| format!("cannot use the listening socket: {e}"))?;
     let max = config.max_connections.unwrap_or_else(default_max_connections);
@@ -137,6 +155,9 @@ pub async fn run(
             None => std::future::pending().await,
         }
     };
+    if let (Some(sessions), Some(advertise)) = (&sessions, advertise) {
+        sessions.start_cluster(advertise);
+    }
     let permits = Arc::new(Semaphore::new(max));
     let tracker = TaskTracker::new();
     let ids = AtomicU64::new(1);

@@ -261,6 +261,13 @@ async fn respond(
         debug!("{} {} {}", req.method(), req.uri(), response.status().as_u16());
         return Ok(response);
     }
+    if let Some(sessions) = &shared.config.sessions
+        && let Some(cluster) = sessions.cluster()
+        && crate::sessions::cluster::is_forward(req.uri().path(), req.headers())
+    {
+        Conn::answered(&conn, Outcome::Http);
+        return Ok(crate::http::forward::serve(sessions, cluster, req).await);
+    }
     let response = if handshake::is_upgrade(req.method(), req.headers()) {
         let response = handshake::accept(req.headers());
         if response.status() != StatusCode::SWITCHING_PROTOCOLS {

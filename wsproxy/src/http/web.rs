@@ -250,7 +250,7 @@ pub(crate) fn sized_response(status: StatusCode, body: Bytes) -> Response<Body> 
     resp
 }
 
-fn empty_body() -> Body {
+pub fn empty_body() -> Body {
     Empty::<Bytes>::new()
         .map_err(|never: Infallible| match never {})
         .boxed_unsync()

@@ -273,15 +273,17 @@ enum Rejection {
     BadOption,
     PerUserLimit,
     Full,
+    StoreUnavailable,
 }
 
 impl Rejection {
-    const ALL: [Rejection; 5] = [
+    const ALL: [Rejection; 6] = [
         Rejection::UnknownService,
         Rejection::Forbidden,
         Rejection::BadOption,
         Rejection::PerUserLimit,
         Rejection::Full,
+        Rejection::StoreUnavailable,
     ];
 
     fn of(refusal: &Reservation) -> Rejection {
@@ -291,6 +293,7 @@ impl Rejection {
             Reservation::BadOption(_) => Rejection::BadOption,
             Reservation::Limit(ReserveError::PerUserLimit { .. }) => Rejection::PerUserLimit,
             Reservation::Limit(ReserveError::Full { .. }) => Rejection::Full,
+            Reservation::Limit(ReserveError::Store(_)) | Reservation::Unavailable(_) => Rejection::StoreUnavailable,
         }
     }
 }
@@ -303,6 +306,7 @@ impl EncodeLabelSet for Rejection {
             Rejection::BadOption => "bad_option",
             Rejection::PerUserLimit => "per_user_limit",
             Rejection::Full => "full",
+            Rejection::StoreUnavailable => "store_unavailable",
         };
         ("reason", name).encode(encoder.encode_label())
     }
@@ -619,6 +623,16 @@ impl Metrics {
             per.live[i].inc();
         } else if let Some(i) = ENDED.iter().position(|s| *s == to) {
             per.ended[i].inc();
+        }
+    }
+
+    /// An on-demand session counted in `from` is no longer this instance's (another launched it).
+    pub fn ondemand_gone(&self, service: usize, from: State) {
+        let Some(per) = self.ondemand.as_ref().and_then(|o| o.services.get(service)) else {
+            return;
+        };
+        if let Some(i) = LIVE.iter().position(|s| *s == from) {
+            per.live[i].dec();
         }
     }
 

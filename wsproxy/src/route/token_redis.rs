@@ -3,25 +3,18 @@
 //! The source is websockify's `host[:port[:db[:password[:namespace]]]]`; a field may be
 //! double-quoted to hold colons (an IPv6 host, a password), an empty field takes the default
 //! (6379, 0, none, none). Unlike websockify, which opens a client per lookup, one multiplexed
-//! connection is kept and shared by every lookup (redis-rs's connection manager). After a failed
-//! lookup the next one connects afresh, and until a connection succeeds each lookup tries to make
-//! it (bounded by `--token-timeout`): wsproxy may start before Redis, and Redis may restart.
+//! connection is kept and shared by every lookup (`redis_link`), each bounded by `--token-timeout`.
 
 use std::time::Duration;
-
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use tokio::sync::Mutex;
 
 use super::token_api::parse_json_host;
 use super::{Lookup, LookupError, TokenSource, parse_token_target};
 use crate::config::Target;
+use crate::redis_link::{RedisLink, url_escape};
 
 pub struct TokenRedis {
-    client: redis::Client,
+    link: RedisLink,
     namespace: String,
-    timeout: Duration,
-    /// Made on the first lookup that reaches Redis; cheap to clone, reconnects by itself.
-    manager: Mutex<Option<ConnectionManager>>,
 }
 
 /// websockify's source fields.
@@ -49,28 +42,9 @@ impl TokenRedis {
         let url = format!("redis://{auth}{host}:{}/{}", parsed.port, parsed.db);
         let client = redis::Client::open(url).map_err(|e| format!("bad --token-source for TokenRedis: {e}"))?;
         Ok(TokenRedis {
-            client,
+            link: RedisLink::new(client, timeout),
             namespace: parsed.namespace,
-            timeout,
-            manager: Mutex::new(None),
         })
-    }
-
-    /// The shared connection, and whether it was made just now.
-    async fn connection(&self) -> Result<(ConnectionManager, bool), LookupError> {
-        let mut slot = self.manager.lock().await;
-        if let Some(manager) = &*slot {
-            return Ok((manager.clone(), false));
-        }
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(self.timeout))
-            .set_response_timeout(Some(self.timeout))
-            .set_number_of_retries(1);
-        let manager = ConnectionManager::new_with_config(self.client.clone(), config)
-            .await
-            .map_err(|e| LookupError::Unavailable(format!("Redis: {e}")))?;
-        *slot = Some(manager.clone());
-        Ok((manager, true))
     }
 
     async fn ask(&self, token: &str) -> Result<Target, LookupError> {
@@ -79,21 +53,14 @@ impl TokenRedis {
         } else {
             format!("{}:{token}", self.namespace)
         };
-        let value: Option<String> = loop {
-            let (mut connection, fresh) = self.connection().await?;
-            match redis::cmd("GET").arg(&key).query_async(&mut connection).await {
-                Ok(value) => break value,
-                Err(e) => {
-                    // The manager reconnects by itself only after some errors: drop it, and try
-                    // once more on a fresh connection if this one had been made before (Redis
-                    // restarted since), so the first lookup after a restart already works.
-                    *self.manager.lock().await = None;
-                    if fresh {
-                        return Err(LookupError::Unavailable(format!("Redis: {e}")));
-                    }
-                }
-            }
-        };
+        let value: Option<String> = self
+            .link
+            .run(|mut connection| {
+                let key = key.clone();
+                async move { redis::cmd("GET").arg(&key).query_async(&mut connection).await }
+            })
+            .await
+            .map_err(LookupError::Unavailable)?;
         let value = value.ok_or_else(LookupError::unknown)?;
         parse_value(&value).map_err(|why| {
             tracing::warn!("unusable Redis value for a token: {why}");
@@ -162,18 +129,6 @@ pub fn parse_source(source: &str) -> Result<Source, String> {
         password: (!password.is_empty()).then_some(password),
         namespace,
     })
-}
-
-fn url_escape(text: &str) -> String {
-    text.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                char::from(b).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }
 
 #[cfg(test)]

@@ -16,8 +16,9 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use super::audit::{Audit, Kind};
+use super::cluster::{self, Cluster, Forward};
 use super::launcher::{self, Ready, Spec};
-use super::registry::{NewSession, Record, Registry, ReserveError, UpdateError};
+use super::registry::{Change, NewSession, Record, Registry, ReserveError, StoreError, UpdateError};
 use super::services::{SecretKind, Service, Services, TargetRule, substitute};
 use super::state::{Event, State};
 use super::vncpasswd;
@@ -31,7 +32,9 @@ pub const KEEP_ENDED: Duration = Duration::from_secs(600);
 
 pub struct Manager {
     pub services: Services,
-    registry: Box<dyn Registry>,
+    registry: Arc<dyn Registry>,
+    /// With a shared store: this instance among the others.
+    cluster: Option<Arc<Cluster>>,
     runtimes: Mutex<HashMap<String, Arc<Runtime>>>,
     /// librebind.so, for `target = "rebind"` services.
     lib: Option<PathBuf>,
@@ -39,6 +42,8 @@ pub struct Manager {
     tasks: TaskTracker,
     /// Cancelled by `POST /api/v1/shutdown`: the server drains and exits.
     pub shutdown: CancellationToken,
+    /// Cancelled once every session is stopped at shutdown: the instance leaves the shared store.
+    leaving: CancellationToken,
     /// Where runtime directories are made.
     runtime_root: PathBuf,
     /// `--metrics`: sessions by service and state, launch times, refused reservations.
@@ -59,8 +64,9 @@ struct Runtime {
     stop_reason: Mutex<Option<(u16, String)>>,
     /// The close code and reason clients get when the session ends.
     end: watch::Sender<Option<(u16, String)>>,
-    /// The state the metrics count this session in (`transition` moves it).
-    counted: Mutex<State>,
+    /// The state the metrics count this session in (`transition` moves it); `None` while it is
+    /// not counted here (adopted from another instance's reservation).
+    counted: Mutex<Option<State>>,
     /// Cancelled once the command is gone and the record is final.
     done: CancellationToken,
 }
@@ -80,10 +86,21 @@ pub enum Refusal {
     Forbidden,
     BadOption(String),
     Limit(ReserveError),
+    /// The shared store could not be reached.
+    Unavailable(String),
+}
+
+/// Why a WebSocket client gets no session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttachError {
+    /// No live session has the token.
+    Unknown,
+    /// The shared store could not be reached.
+    Unavailable(String),
 }
 
 impl Manager {
-    pub fn new(services: Services, registry: Box<dyn Registry>, lib: Option<PathBuf>, audit: Audit) -> Self {
+    pub fn new(services: Services, registry: Arc<dyn Registry>, lib: Option<PathBuf>, audit: Audit) -> Self {
         let runtime_root = std::env::var_os("XDG_RUNTIME_DIR")
             .map(PathBuf::from)
             .filter(|p| p.is_dir())
@@ -91,14 +108,27 @@ impl Manager {
         Manager {
             services,
             registry,
+            cluster: None,
             runtimes: Mutex::default(),
             lib,
             audit,
             tasks: TaskTracker::new(),
             shutdown: CancellationToken::new(),
+            leaving: CancellationToken::new(),
             runtime_root,
             metrics: None,
         }
+    }
+
+    /// With a shared store: this instance among the others.
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.cluster.as_ref()
+    }
+
+    /// Shares the pool with the other instances of `cluster`'s store.
+    pub fn with_cluster(mut self, cluster: Option<Arc<Cluster>>) -> Self {
+        self.cluster = cluster;
+        self
     }
 
     /// Records into `metrics` (`--metrics`), if given.
@@ -112,20 +142,32 @@ impl Manager {
         &'a self,
         runtime: &'a Runtime,
         event: Option<Event>,
-        change: Box<dyn FnOnce(&mut Record) + Send + 'a>,
+        change: Change<'a>,
     ) -> Result<Record, UpdateError> {
         let updated = self.registry.update(&runtime.id, event, change).await;
         if let (Ok(record), Some(metrics)) = (&updated, &self.metrics) {
-            let before = std::mem::replace(
-                &mut *runtime
-                    .counted
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner),
-                record.state,
-            );
-            metrics.ondemand_moved(runtime.service, Some(before), record.state);
+            let before = runtime
+                .counted
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .replace(record.state);
+            metrics.ondemand_moved(runtime.service, before, record.state);
         }
         updated
+    }
+
+    /// Forgets a runtime that another instance's launch made useless here.
+    fn forget(&self, runtime: &Runtime) {
+        self.runtimes().remove(&runtime.id);
+        let counted = runtime
+            .counted
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let (Some(metrics), Some(state)) = (&self.metrics, counted) {
+            metrics.ondemand_gone(runtime.service, state);
+        }
+        runtime.done.cancel();
     }
 
     pub fn service(&self, name: &str) -> Option<&Service> {
@@ -136,12 +178,12 @@ impl Manager {
         self.runtimes.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    pub async fn list(&self) -> Vec<Record> {
+    pub async fn list(&self) -> Result<Vec<Record>, StoreError> {
         self.registry.prune(KEEP_ENDED).await;
         self.registry.list().await
     }
 
-    pub async fn get(&self, id: &str) -> Option<Record> {
+    pub async fn get(&self, id: &str) -> Result<Option<Record>, StoreError> {
         self.registry.get(id).await
     }
 
@@ -196,25 +238,15 @@ impl Manager {
                 let why = match &e {
                     ReserveError::PerUserLimit { limit } => format!("per-user limit of {limit} reached"),
                     ReserveError::Full { count } => format!("all {count} sessions in use"),
+                    ReserveError::Store(StoreError(why)) => {
+                        warn!("cannot reserve a session: {why}");
+                        return Err(refused(Refusal::Unavailable(why.clone()), "the store is unavailable"));
+                    }
                 };
                 return Err(refused(Refusal::Limit(e), &why));
             }
         };
-        let (launch, _) = watch::channel(Launch::Idle);
-        let (end, _) = watch::channel(None);
-        let runtime = Arc::new(Runtime {
-            id: record.id.clone(),
-            token: record.token.clone(),
-            service: index,
-            clients: Mutex::new(0),
-            linger_generation: AtomicU64::new(0),
-            launch,
-            stop: CancellationToken::new(),
-            stop_reason: Mutex::new(None),
-            end,
-            done: CancellationToken::new(),
-            counted: Mutex::new(record.state),
-        });
+        let runtime = Runtime::new(&record, index, Some(record.state));
         if let Some(metrics) = &self.metrics {
             metrics.ondemand_moved(index, None, record.state);
         }
@@ -238,33 +270,55 @@ impl Manager {
         let Some(runtime) = self.runtimes().get(id).cloned() else {
             return;
         };
-        let expired = self
-            .transition(
-                &runtime,
-                Some(Event::Expire),
-                Box::new(|r| {
-                    r.reason = Some("never connected within reserve_timeout".into());
-                    r.ended_at = Some(SystemTime::now());
-                    r.expires_at = None;
-                }),
-            )
-            .await;
-        if let Ok(record) = expired {
-            info!("session {id}: expired (never connected)");
-            self.audit.session(Kind::Expire, &record, None);
-            if let Some(runtime) = self.runtimes().remove(id) {
-                runtime.done.cancel();
+        let expired = self.transition(&runtime, Some(Event::Expire), Box::new(expiring)).await;
+        match expired {
+            Ok(record) => {
+                info!("session {id}: expired (never connected)");
+                self.audit.session(Kind::Expire, &record, None);
+                if let Some(runtime) = self.runtimes().remove(id) {
+                    runtime.done.cancel();
+                }
             }
+            // Launched through another instance: nothing of it is here.
+            Err(UpdateError::Invalid(_)) if matches!(*runtime.launch.borrow(), Launch::Idle) => self.forget(&runtime),
+            Err(_) => {}
         }
     }
 
     /// A WebSocket client with `token`: a lease on its session (launching it on the first
-    /// connection), or `None` for a token that names no live session.
-    pub async fn attach(self: &Arc<Self>, token: &str, client: Option<IpAddr>) -> Option<Lease> {
-        let record = self.registry.by_token(token).await?;
-        let runtime = self.runtimes().get(&record.id).cloned()?;
-        if runtime.token != token || runtime.stop.is_cancelled() || !record.state.accepts_clients() {
-            return None;
+    /// connection), or why there is none.
+    pub async fn attach(self: &Arc<Self>, token: &str, client: Option<IpAddr>) -> Result<Lease, AttachError> {
+        let record = self
+            .registry
+            .by_token(token)
+            .await
+            .map_err(|StoreError(why)| AttachError::Unavailable(why))?
+            .filter(|r| r.state.accepts_clients())
+            .ok_or(AttachError::Unknown)?;
+        let me = self.cluster.as_ref().map(|c| c.id.clone());
+        let local = self.runtimes().get(&record.id).cloned();
+        let runtime = match local {
+            Some(runtime) => runtime,
+            None => {
+                // Only a shared store has sessions this instance has no runtime for.
+                if me.is_none() {
+                    return Err(AttachError::Unknown);
+                }
+                if let Some(owner) = record.owner.as_deref().filter(|o| Some(*o) != me.as_deref()) {
+                    return self.remote(&record, owner, client).await;
+                }
+                let index = self
+                    .services
+                    .services
+                    .iter()
+                    .position(|s| s.name == record.service)
+                    .ok_or(AttachError::Unknown)?;
+                let adopted = Runtime::new(&record, index, None);
+                self.runtimes().entry(record.id.clone()).or_insert(adopted).clone()
+            }
+        };
+        if runtime.token != token || runtime.stop.is_cancelled() {
+            return Err(AttachError::Unknown);
         }
         let clients = {
             let mut clients = runtime
@@ -275,37 +329,89 @@ impl Manager {
             *clients
         };
         runtime.linger_generation.fetch_add(1, Ordering::SeqCst);
-        let event = match record.state {
-            State::Reserved | State::Lingering => Some(Event::Connect),
-            _ => None,
-        };
+        let claim = me.clone();
         let updated = self
             .transition(
                 &runtime,
-                event,
+                Some(Event::Connect),
                 Box::new(move |r| {
                     r.clients = clients;
                     r.expires_at = None;
+                    if r.owner.is_none() {
+                        r.owner.clone_from(&claim);
+                    }
                 }),
             )
             .await;
         let client_text = client.map(|ip| ip.to_string());
-        match updated {
-            Ok(record) => self.audit.session(Kind::Connect, &record, client_text.as_deref()),
-            Err(_) => {
+        let record = match updated {
+            Ok(record) => record,
+            Err(e) => {
                 self.release(&runtime);
-                return None;
+                return Err(match e {
+                    UpdateError::Store(StoreError(why)) => AttachError::Unavailable(why),
+                    _ => AttachError::Unknown,
+                });
+            }
+        };
+        if record.owner != me {
+            // Another instance launched it first: its clients go there.
+            if let Some(owner) = record.owner.clone() {
+                *runtime
+                    .clients
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) -= 1;
+                self.forget(&runtime);
+                return self.remote(&record, &owner, client).await;
             }
         }
-        if record.state == State::Reserved {
+        self.audit.session(Kind::Connect, &record, client_text.as_deref());
+        let first = runtime.launch.send_if_modified(|launch| {
+            let idle = *launch == Launch::Idle;
+            if idle {
+                *launch = Launch::Starting;
+            }
+            idle
+        });
+        if first {
             let manager = self.clone();
             let runtime = runtime.clone();
             self.tasks.spawn(async move { manager.run(runtime).await });
         }
-        Some(Lease {
+        Ok(Lease {
             manager: self.clone(),
-            runtime,
+            via: Via::Local(runtime),
             client: client_text,
+        })
+    }
+
+    /// A lease on a session another instance runs: its clients are forwarded there.
+    async fn remote(
+        self: &Arc<Self>,
+        record: &Record,
+        owner: &str,
+        client: Option<IpAddr>,
+    ) -> Result<Lease, AttachError> {
+        let cluster = self.cluster.as_ref().ok_or(AttachError::Unknown)?;
+        let unavailable = |StoreError(why)| AttachError::Unavailable(why);
+        // An owner whose lease ran out is gone; its sessions are about to be marked failed.
+        let addr = cluster
+            .address(owner)
+            .await
+            .map_err(unavailable)?
+            .ok_or(AttachError::Unknown)?;
+        let secret = cluster.secret().await.map_err(unavailable)?;
+        Ok(Lease {
+            manager: self.clone(),
+            via: Via::Remote {
+                session: record.id.clone(),
+                forward: Forward {
+                    addr,
+                    token: record.token.clone(),
+                    secret,
+                },
+            },
+            client: client.map(|ip| ip.to_string()),
         })
     }
 
@@ -314,8 +420,10 @@ impl Manager {
         let service = &self.services.services[runtime.service];
         let grace = self.services.timing.stop_grace;
         runtime.launch.send_replace(Launch::Starting);
-        let Some(record) = self.registry.get(&runtime.id).await else {
-            return;
+        let record = match self.registry.get(&runtime.id).await {
+            Ok(Some(record)) => record,
+            Ok(None) => return self.failed(&runtime, "the session's record is gone".into(), None).await,
+            Err(StoreError(why)) => return self.failed(&runtime, why, None).await,
         };
         let runtime_dir = self.runtime_root.join(format!("wsproxy-session-{}", runtime.id));
         let spec = match self.prepare(service, &record, &runtime_dir) {
@@ -354,6 +462,14 @@ impl Manager {
         let ready = self.transition(&runtime, Some(Event::Ready), Box::new(|_| {})).await;
         if let Ok(record) = &ready {
             self.audit.session(Kind::Ready, record, None);
+        }
+        if let Target::Tcp { host, port } = &running.target {
+            let address = if host.contains(':') {
+                format!("[{host}]:{port}")
+            } else {
+                format!("{host}:{port}")
+            };
+            self.registry.publish_target(&runtime.token, &address).await;
         }
         runtime.launch.send_replace(Launch::Ready(running.target.clone()));
         if self.client_count(&runtime) == 0 {
@@ -482,7 +598,7 @@ impl Manager {
                 runtime,
                 Some(event),
                 Box::new(move |r| {
-                    r.reason = Some(reason);
+                    r.reason = Some(reason.clone());
                     r.exit_code = exit_code;
                     r.ended_at = Some(SystemTime::now());
                     r.expires_at = None;
@@ -525,10 +641,7 @@ impl Manager {
     pub async fn stop(&self, id: &str, reason: &str) -> Result<(), UpdateError> {
         let runtime = self.runtimes().get(id).cloned();
         let Some(runtime) = runtime else {
-            return match self.registry.get(id).await {
-                Some(_) => Ok(()),
-                None => Err(UpdateError::NotFound),
-            };
+            return self.stop_elsewhere(id, reason).await;
         };
         *runtime
             .stop_reason
@@ -546,6 +659,184 @@ impl Manager {
         Ok(())
     }
 
+    /// Stops a session this instance has no runtime for: a reservation nobody launched ends here;
+    /// one another instance runs gets a stop request, which its owner carries out.
+    async fn stop_elsewhere(&self, id: &str, reason: &str) -> Result<(), UpdateError> {
+        let record = self.registry.get(id).await?.ok_or(UpdateError::NotFound)?;
+        if record.state.is_ended() {
+            return Ok(());
+        }
+        if record.state == State::Reserved && record.owner.is_none() {
+            let why = reason.to_owned();
+            let stopped = self
+                .registry
+                .update(
+                    id,
+                    Some(Event::Stop),
+                    Box::new(move |r| {
+                        r.reason = Some(why.clone());
+                        r.ended_at = Some(SystemTime::now());
+                        r.expires_at = None;
+                    }),
+                )
+                .await;
+            match stopped {
+                Ok(record) => {
+                    self.audit.session(Kind::Stop, &record, None);
+                    return Ok(());
+                }
+                // Launched meanwhile: ask its owner, below.
+                Err(UpdateError::Invalid(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let why = reason.to_owned();
+        self.registry
+            .update(id, None, Box::new(move |r| r.stop_request = Some(why.clone())))
+            .await?;
+        // The owner notices within a sync tick, then stops the command within its grace.
+        let deadline = tokio::time::Instant::now() + self.services.timing.stop_grace + Duration::from_secs(5);
+        while tokio::time::Instant::now() < deadline {
+            if self.registry.get(id).await?.is_none_or(|r| r.state.is_ended()) {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(())
+    }
+
+    /// With a shared store: renews this instance's lease, carries out what other instances asked
+    /// of its sessions, forgets what others launched, and marks sessions of lost instances failed.
+    /// Runs until the server stops.
+    pub fn start_cluster(self: &Arc<Self>, advertise: String) {
+        let stopping = self.leaving.clone();
+        let Some(cluster) = self.cluster.clone() else { return };
+        let manager = self.clone();
+        info!(
+            "sessions: instance {} in the shared store, forwarding at {advertise}",
+            cluster.id
+        );
+        self.tasks.spawn(async move {
+            let mut tick = tokio::time::interval(SYNC);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut renewed = tokio::time::Instant::now() - cluster::RENEW;
+            let mut store_down = false;
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {},
+                    () = stopping.cancelled() => break,
+                }
+                let mut result = Ok(());
+                if renewed.elapsed() >= cluster::RENEW {
+                    renewed = tokio::time::Instant::now();
+                    result = cluster.renew(&advertise).await;
+                    if result.is_ok() {
+                        result = manager.reap(&cluster).await;
+                    }
+                }
+                if result.is_ok() {
+                    result = manager.sync(&cluster).await;
+                }
+                match result {
+                    Err(StoreError(why)) if !store_down => {
+                        store_down = true;
+                        warn!("sessions: the shared store is unavailable ({why}); running sessions go on");
+                    }
+                    Ok(()) if store_down => {
+                        store_down = false;
+                        info!("sessions: the shared store is back");
+                    }
+                    _ => {}
+                }
+            }
+            cluster.leave().await;
+        });
+    }
+
+    /// One look at this instance's runtimes against their records.
+    async fn sync(self: &Arc<Self>, cluster: &Cluster) -> Result<(), StoreError> {
+        let runtimes: Vec<Arc<Runtime>> = self.runtimes().values().cloned().collect();
+        for runtime in runtimes {
+            let Some(record) = self.registry.get(&runtime.id).await? else {
+                continue;
+            };
+            let idle = matches!(*runtime.launch.borrow(), Launch::Idle);
+            let elsewhere = record.owner.as_deref().is_some_and(|o| o != cluster.id);
+            if idle && (elsewhere || record.state.is_ended()) {
+                self.forget(&runtime);
+            } else if record.state.is_ended() || record.stop_request.is_some() {
+                let reason = record
+                    .stop_request
+                    .clone()
+                    .or(record.reason.clone())
+                    .unwrap_or_else(|| "stopped".into());
+                let manager = self.clone();
+                self.tasks.spawn(async move {
+                    let _ = manager.stop(&runtime.id, &reason).await;
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Marks failed the sessions of instances whose lease ran out, and expires reservations whose
+    /// instance did not (it may be gone).
+    async fn reap(&self, cluster: &Cluster) -> Result<(), StoreError> {
+        let now = SystemTime::now();
+        let mut alive: HashMap<String, bool> = HashMap::new();
+        for record in self.registry.list().await? {
+            if record.state.is_ended() {
+                continue;
+            }
+            if record.state == State::Reserved {
+                let late = record
+                    .expires_at
+                    .is_some_and(|at| now.duration_since(at).is_ok_and(|d| d > cluster::RENEW));
+                if late
+                    && let Ok(record) = self
+                        .registry
+                        .update(&record.id, Some(Event::Expire), Box::new(expiring))
+                        .await
+                {
+                    info!("session {}: expired (never connected)", record.id);
+                    self.audit.session(Kind::Expire, &record, None);
+                }
+                continue;
+            }
+            let Some(owner) = record.owner.clone().filter(|o| *o != cluster.id) else {
+                continue;
+            };
+            let live = match alive.get(&owner) {
+                Some(live) => *live,
+                None => {
+                    let live = cluster.address(&owner).await?.is_some();
+                    alive.insert(owner.clone(), live);
+                    live
+                }
+            };
+            if live {
+                continue;
+            }
+            let lost = self
+                .registry
+                .update(
+                    &record.id,
+                    Some(Event::Lost),
+                    Box::new(|r| {
+                        r.reason = Some("instance lost".into());
+                        r.ended_at = Some(SystemTime::now());
+                        r.clients = 0;
+                    }),
+                )
+                .await;
+            if let Ok(record) = lost {
+                warn!("session {}: failed: instance {owner} lost", record.id);
+                self.audit.session(Kind::Fail, &record, None);
+            }
+        }
+        Ok(())
+    }
+
     /// Stops every session (server shutdown).
     pub async fn stop_all(&self) {
         let ids: Vec<String> = self.runtimes().keys().cloned().collect();
@@ -553,6 +844,7 @@ impl Manager {
         for stop in stops {
             let _ = stop.await;
         }
+        self.leaving.cancel();
         self.tasks.close();
         let _ = tokio::time::timeout(Duration::from_secs(2), self.tasks.wait()).await;
     }
@@ -595,6 +887,36 @@ impl Manager {
     }
 }
 
+/// How often an instance looks at its sessions' records (stop requests from other instances).
+const SYNC: Duration = Duration::from_millis(250);
+
+/// The change that expires a reservation.
+fn expiring(r: &mut Record) {
+    r.reason = Some("never connected within reserve_timeout".into());
+    r.ended_at = Some(SystemTime::now());
+    r.expires_at = None;
+}
+
+impl Runtime {
+    fn new(record: &Record, service: usize, counted: Option<State>) -> Arc<Runtime> {
+        let (launch, _) = watch::channel(Launch::Idle);
+        let (end, _) = watch::channel(None);
+        Arc::new(Runtime {
+            id: record.id.clone(),
+            token: record.token.clone(),
+            service,
+            clients: Mutex::new(0),
+            linger_generation: AtomicU64::new(0),
+            launch,
+            stop: CancellationToken::new(),
+            stop_reason: Mutex::new(None),
+            end,
+            done: CancellationToken::new(),
+            counted: Mutex::new(counted),
+        })
+    }
+}
+
 /// Whether a user of `groups` may reserve `service`.
 pub fn may_use(service: &Service, groups: &[String]) -> bool {
     service
@@ -606,19 +928,40 @@ pub fn may_use(service: &Service, groups: &[String]) -> bool {
 /// A client's hold on a session: the way to its target, and the end signal.
 pub struct Lease {
     manager: Arc<Manager>,
-    runtime: Arc<Runtime>,
+    via: Via,
     client: Option<String>,
+}
+
+enum Via {
+    /// This instance runs it.
+    Local(Arc<Runtime>),
+    /// Another instance runs it: the client is forwarded there, which counts it.
+    Remote { session: String, forward: Forward },
 }
 
 impl Lease {
     pub fn session(&self) -> &str {
-        &self.runtime.id
+        match &self.via {
+            Via::Local(runtime) => &runtime.id,
+            Via::Remote { session, .. } => session,
+        }
     }
 
     /// Waits for the launch (shared by every client of the session) and connects to the target;
     /// the error is the reason clients are told (`exited with status 1`, `did not listen ...`).
     pub async fn connect(&self) -> Result<TargetStream, String> {
-        let mut launch = self.runtime.launch.subscribe();
+        let runtime = match &self.via {
+            Via::Local(runtime) => runtime,
+            Via::Remote { forward, .. } => {
+                // The owner answers once the command listens, which may take its start timeout.
+                let wait = self.manager.services.timing.start_timeout + Duration::from_secs(5);
+                let stream = cluster::connect(forward, wait).await?;
+                return Ok(tokio_util::either::Either::Left(tokio_util::either::Either::Left(
+                    stream,
+                )));
+            }
+        };
+        let mut launch = runtime.launch.subscribe();
         let state = launch
             .wait_for(|l| matches!(l, Launch::Ready(_) | Launch::Failed(_)))
             .await
@@ -633,29 +976,40 @@ impl Lease {
         }
     }
 
-    /// Resolves when the session ends, with the close code and reason its clients get.
+    /// Resolves when the session ends, with the close code and reason its clients get (a
+    /// forwarded client learns it from the end of its stream).
     pub async fn ended(&self) -> (u16, String) {
-        let mut end = self.runtime.end.subscribe();
+        let Via::Local(runtime) = &self.via else {
+            return std::future::pending().await;
+        };
+        let mut end = runtime.end.subscribe();
         match end.wait_for(Option::is_some).await {
             Ok(end) => end.clone().unwrap_or((close::GOING_AWAY, "session ended".into())),
             Err(_) => (close::GOING_AWAY, "session ended".into()),
         }
     }
+
+    /// Whether the target is this instance's own (not forwarded).
+    pub fn is_local(&self) -> bool {
+        matches!(self.via, Via::Local(_))
+    }
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
+        let Via::Local(runtime) = &self.via else { return };
         let manager = self.manager.clone();
-        let runtime = self.runtime.clone();
+        let runtime = runtime.clone();
         let client = self.client.take();
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            let runtime = runtime.clone();
             handle.spawn(async move {
-                if let Some(record) = manager.registry.get(&runtime.id).await {
+                if let Ok(Some(record)) = manager.registry.get(&runtime.id).await {
                     manager.audit.session(Kind::Disconnect, &record, client.as_deref());
                 }
             });
         }
-        self.manager.release(&self.runtime);
+        self.manager.release(&runtime);
     }
 }
 

@@ -5,7 +5,10 @@
 //!
 //! - `services`: the services file (TOML, or the seed's JSON), checked at start-up.
 //! - `state`: the lifecycle as one pure transition function.
-//! - `registry`: the records and the count/index/per-user claims, behind a trait (in memory here).
+//! - `registry/`: the records and the count/index/per-user claims, behind a trait: in memory, or
+//!   in Redis (`[sessions] store`), shared by several instances.
+//! - `cluster`: with a shared store, this instance among the others: leases, lost instances, and
+//!   forwarding a client to the instance that launched its session.
 //! - `manager`: the running side: launch on first connect, clients, linger, expiry, stop.
 //! - `launcher`: starting a command, knowing when it listens, the guard against orphans.
 //! - `api/`: the REST API and its OpenAPI document.
@@ -14,6 +17,7 @@
 
 pub mod api;
 pub mod audit;
+pub mod cluster;
 pub mod launcher;
 pub mod manager;
 pub mod registry;

@@ -18,6 +18,8 @@ pub struct Services {
     pub timing: Timing,
     /// `[sessions] seed_services`: a JSON services file to add (resolved by `load`).
     pub seed_services: Option<String>,
+    /// `[sessions] store`: the Redis URL several instances share the pool through.
+    pub store: Option<String>,
     pub api_tokens: Vec<ApiToken>,
     pub services: Vec<Service>,
 }
@@ -191,6 +193,8 @@ struct TimingFile {
     stop_grace: u64,
     /// The seed system's JSON services file, added to the `[[service]]`s (relative to this file).
     seed_services: Option<String>,
+    /// `redis://HOST:PORT/DB?namespace=NAME`: share the pool with other instances.
+    store: Option<String>,
 }
 
 impl Default for TimingFile {
@@ -201,6 +205,7 @@ impl Default for TimingFile {
             linger: 0,
             stop_grace: default_grace(),
             seed_services: None,
+            store: None,
         }
     }
 }
@@ -346,6 +351,7 @@ pub fn parse(text: &str) -> Result<Services, String> {
     Ok(Services {
         timing,
         seed_services: file.sessions.seed_services,
+        store: file.sessions.store,
         api_tokens,
         services,
     })
@@ -562,6 +568,7 @@ pub fn from_json(text: &str) -> Result<Services, String> {
     Ok(Services {
         timing: parse("")?.timing,
         seed_services: None,
+        store: None,
         api_tokens: Vec::new(),
         services,
     })

@@ -2,9 +2,9 @@
 //! the event does not fit. Both the registry and the launcher go through it, so a state can only
 //! change in the ways listed here (and the table test covers every pair).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum State {
     /// Reserved through the API, never connected.
@@ -39,6 +39,9 @@ pub enum Event {
     Stop,
     /// `reserve_timeout` passed without a connection.
     Expire,
+    /// The instance that launched it stopped renewing its lease (shared store): its command died
+    /// with it.
+    Lost,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,10 +79,12 @@ pub fn apply(state: State, event: Event) -> Result<State, InvalidTransition> {
         (S::Running, E::LastClientLeft) => S::Lingering,
         (S::Running | S::Lingering, E::Exited | E::Stop) => S::Stopped,
         (S::Lingering, E::Connect) => S::Running,
+        (S::Starting | S::Running | S::Lingering, E::Lost) => S::Failed,
         (S::Reserved, E::Ready | E::LaunchFailed | E::LastClientLeft | E::Exited)
         | (S::Starting, E::LastClientLeft | E::Expire)
         | (S::Running, E::Ready | E::LaunchFailed | E::Expire)
         | (S::Lingering, E::Ready | E::LaunchFailed | E::LastClientLeft | E::Expire)
+        | (S::Reserved, E::Lost)
         | (S::Stopped | S::Failed | S::Expired, _) => return Err(InvalidTransition { state, event }),
     };
     Ok(next)
@@ -98,7 +103,7 @@ mod tests {
         State::Failed,
         State::Expired,
     ];
-    const EVENTS: [Event; 7] = [
+    const EVENTS: [Event; 8] = [
         Event::Connect,
         Event::Ready,
         Event::LaunchFailed,
@@ -106,6 +111,7 @@ mod tests {
         Event::Exited,
         Event::Stop,
         Event::Expire,
+        Event::Lost,
     ];
 
     #[test]
@@ -128,6 +134,9 @@ mod tests {
             (S::Lingering, E::Connect, S::Running),
             (S::Lingering, E::Exited, S::Stopped),
             (S::Lingering, E::Stop, S::Stopped),
+            (S::Starting, E::Lost, S::Failed),
+            (S::Running, E::Lost, S::Failed),
+            (S::Lingering, E::Lost, S::Failed),
         ];
         for state in STATES {
             for event in EVENTS {

@@ -24,6 +24,8 @@ pub enum Code {
     BadOption,
     PerUserLimit,
     ServiceFull,
+    /// The shared session store (Redis) cannot be reached; try again shortly.
+    StoreUnavailable,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -64,6 +66,14 @@ impl ApiError {
     pub fn not_found(message: &str) -> Self {
         ApiError::new(StatusCode::NOT_FOUND, Code::NotFound, message)
     }
+
+    pub fn store_unavailable(why: &str) -> Self {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Code::StoreUnavailable,
+            format!("the session store is unavailable ({why}); try again shortly"),
+        )
+    }
 }
 
 impl IntoResponse for ApiError {
@@ -80,7 +90,7 @@ impl IntoResponse for ApiError {
             Code::Unauthorized => {
                 headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"wsproxy\""));
             }
-            Code::ServiceFull => {
+            Code::ServiceFull | Code::StoreUnavailable => {
                 headers.insert(RETRY_AFTER, HeaderValue::from_static("30"));
             }
             _ => {}

@@ -16,7 +16,7 @@ use super::auth::Caller;
 use super::error::{ApiError, Code, ErrorBody};
 use super::extract::{JsonBody, SessionId};
 use crate::sessions::manager::{Manager, Refusal, may_use};
-use crate::sessions::registry::{Record, ReserveError};
+use crate::sessions::registry::{Record, ReserveError, StoreError, UpdateError};
 use crate::sessions::state::State as SessionState;
 use crate::sessions::time::rfc3339;
 
@@ -124,9 +124,13 @@ fn host(headers: &HeaderMap) -> Option<&str> {
 #[utoipa::path(get, path = "/api/v1/services", responses(
     (status = 200, body = Vec<ServiceView>),
     (status = 401, body = ErrorBody, headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"wsproxy\"`"))),
+    (status = 503, body = ErrorBody, description = "`store_unavailable`: the shared session store cannot be reached", headers(("Retry-After" = String, description = "seconds"))),
 ))]
-pub async fn list_services(State(manager): State<Arc<Manager>>, caller: Caller) -> Json<Vec<ServiceView>> {
-    let records = manager.list().await;
+pub async fn list_services(
+    State(manager): State<Arc<Manager>>,
+    caller: Caller,
+) -> Result<Json<Vec<ServiceView>>, ApiError> {
+    let records = manager.list().await.map_err(unavailable)?;
     let views = manager
         .services
         .services
@@ -147,7 +151,11 @@ pub async fn list_services(State(manager): State<Arc<Manager>>, caller: Caller) 
             }
         })
         .collect();
-    Json(views)
+    Ok(Json(views))
+}
+
+fn unavailable(StoreError(why): StoreError) -> ApiError {
+    ApiError::store_unavailable(&why)
 }
 
 /// Reserves a session; the first WebSocket connection with its token launches it.
@@ -160,7 +168,7 @@ pub async fn list_services(State(manager): State<Arc<Manager>>, caller: Caller) 
     (status = 413, body = ErrorBody, description = "`payload_too_large`: the body is over 64 KiB"),
     (status = 415, body = ErrorBody, description = "`unsupported_media_type`: a `Content-Type` other than JSON"),
     (status = 429, body = ErrorBody, description = "`per_user_limit`"),
-    (status = 503, body = ErrorBody, description = "`service_full`", headers(("Retry-After" = String, description = "seconds"))),
+    (status = 503, body = ErrorBody, description = "`service_full`, or `store_unavailable` (the shared store is down)", headers(("Retry-After" = String, description = "seconds"))),
 ))]
 pub async fn create_session(
     State(manager): State<Arc<Manager>>,
@@ -187,6 +195,9 @@ pub async fn create_session(
                 Code::PerUserLimit,
                 format!("{} already has {limit} session(s) of {}", caller.user, request.service),
             ),
+            Refusal::Limit(ReserveError::Store(StoreError(why))) | Refusal::Unavailable(why) => {
+                ApiError::store_unavailable(&why)
+            }
             Refusal::Limit(ReserveError::Full { count }) => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 Code::ServiceFull,
@@ -205,22 +216,23 @@ pub async fn create_session(
 #[utoipa::path(get, path = "/api/v1/sessions", responses(
     (status = 200, body = Vec<SessionView>),
     (status = 401, body = ErrorBody, headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"wsproxy\"`"))),
+    (status = 503, body = ErrorBody, description = "`store_unavailable`: the shared session store cannot be reached", headers(("Retry-After" = String, description = "seconds"))),
 ))]
 pub async fn list_sessions(
     State(manager): State<Arc<Manager>>,
     caller: Caller,
     origin: Option<axum::Extension<Origin>>,
     headers: HeaderMap,
-) -> Json<Vec<SessionView>> {
+) -> Result<Json<Vec<SessionView>>, ApiError> {
     let origin = origin.map(|o| o.0);
-    let records = manager.list().await;
-    Json(
+    let records = manager.list().await.map_err(unavailable)?;
+    Ok(Json(
         records
             .iter()
             .filter(|r| caller.owns(&r.user))
             .map(|r| view(&manager, r, &caller, host(&headers), origin))
             .collect(),
-    )
+    ))
 }
 
 /// One session; its token and secret only for its owner and admins.
@@ -228,6 +240,7 @@ pub async fn list_sessions(
     (status = 200, body = SessionView),
     (status = 401, body = ErrorBody, headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"wsproxy\"`"))),
     (status = 404, body = ErrorBody),
+    (status = 503, body = ErrorBody, description = "`store_unavailable`: the shared session store cannot be reached", headers(("Retry-After" = String, description = "seconds"))),
 ))]
 pub async fn get_session(
     State(manager): State<Arc<Manager>>,
@@ -239,6 +252,7 @@ pub async fn get_session(
     let record = manager
         .get(&id)
         .await
+        .map_err(unavailable)?
         .ok_or_else(|| ApiError::not_found(&format!("no session {id:?}")))?;
     Ok(Json(view(
         &manager,
@@ -255,6 +269,7 @@ pub async fn get_session(
     (status = 401, body = ErrorBody, headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"wsproxy\"`"))),
     (status = 403, body = ErrorBody),
     (status = 404, body = ErrorBody),
+    (status = 503, body = ErrorBody, description = "`store_unavailable`: the shared session store cannot be reached", headers(("Retry-After" = String, description = "seconds"))),
 ))]
 pub async fn delete_session(
     State(manager): State<Arc<Manager>>,
@@ -264,6 +279,7 @@ pub async fn delete_session(
     let record = manager
         .get(&id)
         .await
+        .map_err(unavailable)?
         .ok_or_else(|| ApiError::not_found(&format!("no session {id:?}")))?;
     if !caller.owns(&record.user) {
         return Err(ApiError::forbidden("only its owner or an admin may stop a session"));
@@ -271,7 +287,10 @@ pub async fn delete_session(
     manager
         .stop(&id, "stopped through the API")
         .await
-        .map_err(|_| ApiError::not_found(&format!("no session {id:?}")))?;
+        .map_err(|e| match e {
+            UpdateError::Store(e) => unavailable(e),
+            _ => ApiError::not_found(&format!("no session {id:?}")),
+        })?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -29,7 +29,12 @@ target = "127.0.0.1:1"
 
 fn api() -> axum::Router {
     let services = services::parse(SERVICES).unwrap();
-    let manager = Manager::new(services, Box::new(Memory::default()), None, Audit::open(None).unwrap());
+    let manager = Manager::new(
+        services,
+        std::sync::Arc::new(Memory::default()),
+        None,
+        Audit::open(None).unwrap(),
+    );
     router(Arc::new(manager))
 }
 

@@ -1,82 +1,13 @@
-//! The session registry: the records the API shows, and the claims that keep the limits (a service
-//! never has more than `count` sessions, no two share an index, a user stays within `per_user`).
-//!
-//! It sits behind a small trait so the records can live elsewhere (Redis, for several instances);
-//! this is the in-memory one. Every state change goes through `state::apply`.
+//! The in-memory registry: one instance, records in a map, indexes in a high-water mark plus a
+//! set of freed ones.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::future::Future;
-use std::pin::Pin;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
-use super::services::Service;
-use super::state::{self, Event, InvalidTransition, State};
-
-pub type Fut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-
-/// One session as the registry keeps it.
-#[derive(Debug, Clone)]
-pub struct Record {
-    pub id: String,
-    pub service: String,
-    pub user: String,
-    pub index: u32,
-    pub state: State,
-    pub created_at: SystemTime,
-    /// While reserved: when it expires.
-    pub expires_at: Option<SystemTime>,
-    pub ended_at: Option<SystemTime>,
-    pub clients: u32,
-    pub exit_code: Option<i32>,
-    pub reason: Option<String>,
-    /// The WebSocket token (`?token=`), random.
-    pub token: String,
-    /// The generated VNC password, if the service has one.
-    pub secret: Option<String>,
-    pub options: BTreeMap<String, String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ReserveError {
-    /// The user already has `per_user` sessions of this service.
-    PerUserLimit { limit: u32 },
-    /// All `count` indexes are taken.
-    Full { count: u32 },
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum UpdateError {
-    NotFound,
-    Invalid(InvalidTransition),
-}
-
-/// What a new session needs besides its service.
-pub struct NewSession {
-    pub id: String,
-    pub user: String,
-    pub token: String,
-    pub secret: Option<String>,
-    pub options: BTreeMap<String, String>,
-    pub reserve_timeout: Duration,
-}
-
-pub trait Registry: Send + Sync {
-    /// Claims the lowest free index of `service` for the user, checking `per_user` first.
-    fn reserve<'a>(&'a self, service: &'a Service, new: NewSession) -> Fut<'a, Result<Record, ReserveError>>;
-    fn get<'a>(&'a self, id: &'a str) -> Fut<'a, Option<Record>>;
-    fn by_token<'a>(&'a self, token: &'a str) -> Fut<'a, Option<Record>>;
-    fn list(&self) -> Fut<'_, Vec<Record>>;
-    /// Applies `event`, then `change` to the record; an ended session frees its index and token.
-    fn update<'a>(
-        &'a self,
-        id: &'a str,
-        event: Option<Event>,
-        change: Box<dyn FnOnce(&mut Record) + Send + 'a>,
-    ) -> Fut<'a, Result<Record, UpdateError>>;
-    /// Forgets sessions that ended longer ago than `keep`.
-    fn prune(&self, keep: Duration) -> Fut<'_, ()>;
-}
+use super::{Change, Fut, NewSession, Record, Registry, ReserveError, StoreError, UpdateError};
+use crate::sessions::services::Service;
+use crate::sessions::state::{self, Event};
 
 #[derive(Default)]
 pub struct Memory {
@@ -144,45 +75,29 @@ impl Registry for Memory {
                 .claim(service.count)
                 .ok_or(ReserveError::Full { count: service.count })?;
             inner.per_user.insert(owner, mine + 1);
-            let now = SystemTime::now();
-            let record = Record {
-                id: new.id,
-                service: service.name.clone(),
-                user: new.user,
-                index,
-                state: State::Reserved,
-                created_at: now,
-                expires_at: Some(now + new.reserve_timeout),
-                ended_at: None,
-                clients: 0,
-                exit_code: None,
-                reason: None,
-                token: new.token,
-                secret: new.secret,
-                options: new.options,
-            };
+            let record = new.record(service, index, SystemTime::now());
             inner.tokens.insert(record.token.clone(), record.id.clone());
             inner.sessions.insert(record.id.clone(), record.clone());
             Ok(record)
         })
     }
 
-    fn get<'a>(&'a self, id: &'a str) -> Fut<'a, Option<Record>> {
-        Box::pin(async move { self.lock().sessions.get(id).cloned() })
+    fn get<'a>(&'a self, id: &'a str) -> Fut<'a, Result<Option<Record>, StoreError>> {
+        Box::pin(async move { Ok(self.lock().sessions.get(id).cloned()) })
     }
 
-    fn by_token<'a>(&'a self, token: &'a str) -> Fut<'a, Option<Record>> {
+    fn by_token<'a>(&'a self, token: &'a str) -> Fut<'a, Result<Option<Record>, StoreError>> {
         Box::pin(async move {
             let inner = self.lock();
-            inner.tokens.get(token).and_then(|id| inner.sessions.get(id)).cloned()
+            Ok(inner.tokens.get(token).and_then(|id| inner.sessions.get(id)).cloned())
         })
     }
 
-    fn list(&self) -> Fut<'_, Vec<Record>> {
+    fn list(&self) -> Fut<'_, Result<Vec<Record>, StoreError>> {
         Box::pin(async move {
             let mut all: Vec<Record> = self.lock().sessions.values().cloned().collect();
             all.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
-            all
+            Ok(all)
         })
     }
 
@@ -190,7 +105,7 @@ impl Registry for Memory {
         &'a self,
         id: &'a str,
         event: Option<Event>,
-        change: Box<dyn FnOnce(&mut Record) + Send + 'a>,
+        change: Change<'a>,
     ) -> Fut<'a, Result<Record, UpdateError>> {
         Box::pin(async move {
             let mut inner = self.lock();
@@ -234,6 +149,8 @@ impl Registry for Memory {
 mod tests {
     use super::*;
     use crate::sessions::services::parse;
+    use crate::sessions::state::State;
+    use std::collections::BTreeMap;
 
     fn new(id: &str, user: &str) -> NewSession {
         NewSession {
@@ -265,7 +182,7 @@ mod tests {
             registry.reserve(d, new("c", "carol")).await.unwrap_err(),
             ReserveError::Full { count: 2 }
         );
-        assert_eq!(registry.by_token("tok-a").await.unwrap().id, "a");
+        assert_eq!(registry.by_token("tok-a").await.unwrap().unwrap().id, "a");
         // Ending a frees its index and its token; the lowest free index is reused.
         let ended = registry
             .update(
@@ -276,15 +193,15 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(ended.state, State::Expired);
-        assert!(registry.by_token("tok-a").await.is_none());
+        assert!(registry.by_token("tok-a").await.unwrap().is_none());
         assert_eq!(registry.reserve(d, new("c", "carol")).await.unwrap().index, 0);
         assert!(matches!(
             registry.update("a", Some(Event::Connect), Box::new(|_| {})).await,
             Err(UpdateError::Invalid(_))
         ));
         registry.prune(Duration::ZERO).await;
-        assert!(registry.get("a").await.is_none());
-        assert_eq!(registry.list().await.len(), 2);
+        assert!(registry.get("a").await.unwrap().is_none());
+        assert_eq!(registry.list().await.unwrap().len(), 2);
     }
 
     #[test]

@@ -1,0 +1,333 @@
+//! Several real wsproxy instances sharing sessions through a real redis-server: one pool, claims
+//! that hold under concurrency, clients forwarded to the instance that launched their session,
+//! lost instances, Redis going away and coming back, and websockify's TokenRedis reading it.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use crate::sessions::{ECHO, api, session_processes};
+use crate::util::*;
+
+/// A services file on the shared store `redis`, namespace `ns`: service "echo" (count `count`),
+/// a Python echo server on a kernel-chosen loopback port (private to the instance that runs it).
+fn services(dir: &TempDir, redis: &Redis, ns: &str, count: u32) -> String {
+    std::fs::write(dir.path("echo.py"), ECHO).unwrap();
+    let text = format!(
+        "[sessions]\nstore = \"redis://127.0.0.1:{}/0?namespace={ns}\"\nlinger = 0\n\n\
+         [[api.token]]\ntoken = \"root-token\"\nscopes = [\"admin\"]\nuser = \"root\"\n\n\
+         [[api.token]]\ntoken = \"alice-token\"\nscopes = [\"sessions\"]\nuser = \"alice\"\n\n\
+         [[service]]\nname = \"echo\"\ncount = {count}\ncommand = [\"python3\", \"{}\", \"announce\"]\n\
+         target = {{ announce = 'PA_REMOTE_CONNECTION;[^;]*;vnc;(?P<host>[^:;]+):(?P<port>\\d+)' }}\npage = \"serial\"\n",
+        redis.port,
+        dir.path("echo.py").display()
+    );
+    let path = dir.path("services.toml");
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+fn instances(file: &str, n: usize) -> Vec<Proxy> {
+    (0..n)
+        .map(|_| Proxy::start(&["--sessions", file, "127.0.0.1:0"]))
+        .collect()
+}
+
+async fn reserve(addr: SocketAddr, token: &str) -> serde_json::Value {
+    let (code, head, json) = api(
+        addr,
+        "POST",
+        "/api/v1/sessions",
+        Some(token),
+        Some(r#"{"service": "echo"}"#),
+    )
+    .await;
+    assert_eq!(code, 201, "{head}\n{json}");
+    json
+}
+
+async fn get(addr: SocketAddr, id: &str) -> serde_json::Value {
+    let (code, _, json) = api(addr, "GET", &format!("/api/v1/sessions/{id}"), Some("root-token"), None).await;
+    assert_eq!(code, 200, "{json}");
+    json
+}
+
+/// Waits (bounded by `limit`) until the session, seen through `addr`, is in `state`.
+async fn until_state(addr: SocketAddr, id: &str, state: &str, limit: Duration) -> serde_json::Value {
+    let deadline = Instant::now() + limit;
+    loop {
+        let json = get(addr, id).await;
+        if json["state"] == state {
+            return json;
+        }
+        assert!(Instant::now() < deadline, "session {id} never became {state}: {json}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn open(addr: SocketAddr, token: &str) -> Raw {
+    let (raw, head) = Raw::upgrade_to(addr, &format!("/websockify?token={token}"), "").await;
+    assert_eq!(status(&head), 101, "{head}");
+    raw
+}
+
+#[tokio::test]
+async fn reserve_on_one_open_on_others_stop_on_a_third() {
+    let redis = Redis::start();
+    let dir = TempDir::new("cluster");
+    let file = services(&dir, &redis, "c1", 2);
+    let proxies = instances(&file, 3);
+    let (a, b, c) = (proxies[0].addr, proxies[1].addr, proxies[2].addr);
+
+    let reserved = reserve(a, "alice-token").await;
+    let (id, token) = (reserved["id"].as_str().unwrap(), reserved["token"].as_str().unwrap());
+    // Every instance sees it, with the same index.
+    for addr in [b, c] {
+        let seen = get(addr, id).await;
+        assert_eq!(
+            (seen["state"].as_str(), seen["index"].as_u64()),
+            (Some("reserved"), Some(0)),
+            "{seen}"
+        );
+    }
+
+    // The first connection, on B, launches it there; C's client is forwarded to B.
+    let mut on_b = open(b, token).await;
+    on_b.echo(b"through the launching instance").await;
+    let mut on_c = open(c, token).await;
+    on_c.echo(b"forwarded to the launching instance").await;
+    on_b.echo(&vec![7u8; 200_000]).await;
+    on_c.echo(&vec![9u8; 200_000]).await;
+    let running = get(a, id).await;
+    assert_eq!(
+        (running["state"].as_str(), running["clients"].as_u64()),
+        (Some("running"), Some(2)),
+        "{running}"
+    );
+    let launched_on_b = proxies[1].lines().iter().any(|l| l.contains("listening at"));
+    assert!(launched_on_b, "B launched it: {:?}", proxies[1].lines());
+    assert!(
+        !proxies[2].lines().iter().any(|l| l.contains("listening at")),
+        "C did not launch it"
+    );
+
+    // websockify's TokenRedis can read its target while it runs.
+    let published = redis
+        .get(&format!("c1:{token}"))
+        .expect("the session's target is published for TokenRedis");
+    let value: serde_json::Value = serde_json::from_str(&published).unwrap();
+    assert!(value["host"].as_str().unwrap().starts_with("127.0.0.1:"), "{published}");
+    let websockify_style = Proxy::start(&[
+        "--token-plugin",
+        "TokenRedis",
+        "--token-source",
+        &format!("127.0.0.1:{}:0::c1", redis.port),
+        "127.0.0.1:0",
+    ]);
+    let mut via_token_redis = open(websockify_style.addr, token).await;
+    via_token_redis.echo(b"through a TokenRedis proxy").await;
+    drop(via_token_redis);
+
+    // DELETE through A, which runs nothing of it: B stops it, both clients are closed.
+    let (code, _, json) = api(
+        a,
+        "DELETE",
+        &format!("/api/v1/sessions/{id}"),
+        Some("alice-token"),
+        None,
+    )
+    .await;
+    assert_eq!(code, 204, "{json}");
+    let stopped = until_state(c, id, "stopped", WAIT).await;
+    assert_eq!(stopped["reason"], "stopped through the API", "{stopped}");
+    let (code, reason) = on_b.read_close().await;
+    assert_eq!((code, reason.as_str()), (1001, "stopped through the API"));
+    let _ = tokio::time::timeout(WAIT, on_c.read_to_end())
+        .await
+        .expect("the forwarded client is closed too");
+    assert_eq!(
+        redis.get(&format!("c1:{token}")),
+        None,
+        "the TokenRedis key goes at stop"
+    );
+    assert_eq!(session_processes(proxies[1].pid()), 0, "no session process left on B");
+}
+
+#[tokio::test]
+async fn concurrent_reservations_across_instances_never_exceed_the_count() {
+    let redis = Redis::start();
+    let dir = TempDir::new("cluster");
+    let file = services(&dir, &redis, "c2", 5);
+    let proxies = instances(&file, 3);
+    let addrs: Vec<SocketAddr> = proxies.iter().map(|p| p.addr).collect();
+    let calls = (0..200).map(|i| {
+        let addr = addrs[i % addrs.len()];
+        tokio::spawn(async move {
+            api(
+                addr,
+                "POST",
+                "/api/v1/sessions",
+                Some("root-token"),
+                Some(r#"{"service": "echo"}"#),
+            )
+            .await
+        })
+    });
+    let mut indexes = Vec::new();
+    let mut full = 0;
+    for call in calls.collect::<Vec<_>>() {
+        let (code, head, json) = call.await.unwrap();
+        match code {
+            201 => indexes.push(json["index"].as_u64().unwrap()),
+            503 => {
+                assert_eq!(json["error"]["code"], "service_full", "{json}");
+                full += 1;
+            }
+            other => panic!("unexpected {other}: {head}\n{json}"),
+        }
+    }
+    indexes.sort_unstable();
+    assert_eq!(indexes, [0, 1, 2, 3, 4], "exactly 5 reservations, indexes once each");
+    assert_eq!(full, 195);
+    let (_, _, services) = api(addrs[2], "GET", "/api/v1/services", Some("root-token"), None).await;
+    assert_eq!(
+        (services[0]["free"].as_u64(), services[0]["reserved"].as_u64()),
+        (Some(0), Some(5)),
+        "{services}"
+    );
+}
+
+#[tokio::test]
+async fn a_killed_instance_loses_its_sessions_and_frees_their_indexes() {
+    let redis = Redis::start();
+    let dir = TempDir::new("cluster");
+    let file = services(&dir, &redis, "c3", 1);
+    let mut proxies = instances(&file, 2);
+    let (a, b) = (proxies[0].addr, proxies[1].addr);
+    let reserved = reserve(a, "alice-token").await;
+    let (id, token) = (
+        reserved["id"].as_str().unwrap().to_owned(),
+        reserved["token"].as_str().unwrap().to_owned(),
+    );
+    let mut client = open(b, &token).await;
+    client.echo(b"launched on B").await;
+    let b_pid = proxies[1].pid();
+    assert!(session_processes(b_pid) >= 1, "B runs the command");
+
+    proxies[1].signal(nix::sys::signal::Signal::SIGKILL);
+    proxies[1].wait_exit(WAIT);
+    let killed = Instant::now();
+    let lost = until_state(a, &id, "failed", Duration::from_secs(20)).await;
+    assert_eq!(lost["reason"], "instance lost", "{lost}");
+    assert!(
+        killed.elapsed() < Duration::from_secs(15),
+        "marked lost after {:?}",
+        killed.elapsed()
+    );
+    // Its index is free for the others, and nothing of it is left running.
+    let again = reserve(a, "alice-token").await;
+    assert_eq!(again["index"], 0, "{again}");
+    let deadline = Instant::now() + WAIT;
+    while session_processes(b_pid) > 0 {
+        assert!(Instant::now() < deadline, "B's session command outlived it");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn redis_down_is_503_running_relays_go_on_and_it_recovers() {
+    let mut redis = Redis::start_persistent();
+    let dir = TempDir::new("cluster");
+    let file = services(&dir, &redis, "c4", 3);
+    let proxies = instances(&file, 2);
+    let (a, b) = (proxies[0].addr, proxies[1].addr);
+    let reserved = reserve(a, "alice-token").await;
+    let (id, token) = (
+        reserved["id"].as_str().unwrap().to_owned(),
+        reserved["token"].as_str().unwrap().to_owned(),
+    );
+    let mut local = open(a, &token).await;
+    let mut forwarded = open(b, &token).await;
+    local.echo(b"before").await;
+    forwarded.echo(b"before").await;
+
+    redis.stop();
+    let (code, _, json) = api(
+        a,
+        "POST",
+        "/api/v1/sessions",
+        Some("alice-token"),
+        Some(r#"{"service": "echo"}"#),
+    )
+    .await;
+    assert_eq!(
+        (code, json["error"]["code"].as_str()),
+        (503, Some("store_unavailable")),
+        "{json}"
+    );
+    let (code, _, json) = api(b, "GET", "/api/v1/sessions", Some("root-token"), None).await;
+    assert_eq!(
+        (code, json["error"]["code"].as_str()),
+        (503, Some("store_unavailable")),
+        "{json}"
+    );
+    let (_, head) = Raw::upgrade_to(a, &format!("/websockify?token={token}"), "").await;
+    assert_eq!(status(&head), 503, "{head}");
+    // Relays already open keep every byte, both the local one and the forwarded one.
+    let mut pattern = Pattern::new(11);
+    for _ in 0..20 {
+        let mut chunk = vec![0u8; 32 * 1024];
+        pattern.fill(&mut chunk);
+        local.echo(&chunk).await;
+        forwarded.echo(&chunk).await;
+    }
+
+    redis.restart();
+    let back = Instant::now();
+    loop {
+        let (code, _, json) = api(a, "GET", &format!("/api/v1/sessions/{id}"), Some("root-token"), None).await;
+        if code == 200 {
+            assert_eq!(json["state"], "running", "{json}");
+            break;
+        }
+        assert!(
+            back.elapsed() < Duration::from_secs(5),
+            "the API did not recover within 5 s: {json}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut again = open(b, &token).await;
+    again.echo(b"after the restart").await;
+    local.echo(b"still there").await;
+    let ids: BTreeSet<String> = [id].into();
+    let (_, _, listed) = api(b, "GET", "/api/v1/sessions", Some("root-token"), None).await;
+    let listed: BTreeSet<String> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(listed, ids);
+}
+
+#[test]
+fn a_wildcard_listener_needs_advertise_and_a_bad_store_is_one_line() {
+    let redis = Redis::start();
+    let dir = TempDir::new("cluster");
+    let file = services(&dir, &redis, "c5", 1);
+    let mut proxy = Proxy::spawn(&["--sessions", &file, "0.0.0.0:0"]);
+    let status = proxy.wait_exit(WAIT);
+    assert!(!status.success());
+    let lines = proxy.lines();
+    assert!(lines.iter().any(|l| l.contains("--advertise HOST:PORT")), "{lines:?}");
+
+    std::fs::write(dir.path("bad.toml"), "[sessions]\nstore = \"http://127.0.0.1:1\"\n").unwrap();
+    let mut proxy = Proxy::spawn(&["--sessions", dir.path("bad.toml").to_str().unwrap(), "127.0.0.1:0"]);
+    let status = proxy.wait_exit(WAIT);
+    assert_eq!(status.code(), Some(64));
+    let lines = proxy.lines();
+    assert!(
+        lines.iter().any(|l| l.contains("it must start with redis://")),
+        "{lines:?}"
+    );
+}
