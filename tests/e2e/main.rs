@@ -7,6 +7,7 @@ mod cluster;
 mod http;
 mod lifecycle;
 mod metrics;
+mod placement;
 mod real_servers;
 mod relay;
 mod sessions;

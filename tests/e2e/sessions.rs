@@ -10,7 +10,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::util::*;
 
 /// An echo server in Python: `tcp PORT` binds 0.0.0.0:PORT (librebind.so moves it), `unix PATH`,
-/// `announce` binds a kernel-chosen loopback port and prints it the way a job script would;
+/// `announce` binds a kernel-chosen loopback port and prints it the way a job script would
+/// (`announce-on ADDR`: on ADDR);
 /// `exit N` exits at once with N; `sleep` never listens; `later S` serves, then exits 3 after S s.
 pub(crate) const ECHO: &str = r#"
 import os, socket, sys, threading, time
@@ -25,13 +26,16 @@ if mode == "unix":
 elif mode == "announce":
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
+elif mode == "announce-on":
+    s = socket.socket()
+    s.bind((sys.argv[2], 0))
 else:
     s = socket.socket()
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     s.bind(("0.0.0.0", int(sys.argv[2])))
 s.listen(16)
-if mode == "announce":
-    print("PA_REMOTE_CONNECTION;job42;vnc;127.0.0.1:%d" % s.getsockname()[1], flush=True)
+if mode.startswith("announce"):
+    print("PA_REMOTE_CONNECTION;job42;vnc;%s:%d" % s.getsockname(), flush=True)
 if mode == "later":
     threading.Thread(target=lambda: (time.sleep(float(sys.argv[3])), os._exit(3)), daemon=True).start()
 print("echo ready (%s) secret=%s options=%s" % (mode, bool(os.environ.get("WSPROXY_SECRET")), os.environ.get("WSPROXY_OPTIONS")), flush=True)

@@ -19,7 +19,7 @@ use super::audit::{Audit, Kind};
 use super::cluster::{self, Cluster, Forward};
 use super::launcher::{self, Ready, Spec};
 use super::registry::{Change, NewSession, Record, Registry, ReserveError, StoreError, UpdateError};
-use super::services::{SecretKind, Service, Services, TargetRule, substitute};
+use super::services::{Host, SecretKind, Service, Services, TargetRule, substitute};
 use super::state::{Event, State};
 use super::vncpasswd;
 use crate::config::Target;
@@ -426,27 +426,59 @@ impl Manager {
             Err(StoreError(why)) => return self.failed(&runtime, why, None).await,
         };
         let runtime_dir = self.runtime_root.join(format!("wsproxy-session-{}", runtime.id));
-        let spec = match self.prepare(service, &record, &runtime_dir) {
-            Ok(spec) => spec,
-            Err(reason) => {
-                self.failed(&runtime, reason, None).await;
-                let _ = std::fs::remove_dir_all(&runtime_dir);
-                return;
-            }
-        };
-        self.audit.session(Kind::Launch, &record, None);
         let started = tokio::time::Instant::now();
-        let launched = launcher::launch(spec, &runtime.stop, grace).await;
-        let mut running = match launched {
-            Ok(running) => running,
-            Err(failure) => {
-                if matches!(failure, launcher::Failure::Stopped) {
-                    self.stopped(&runtime, None).await;
-                } else {
-                    self.failed(&runtime, failure.reason(), failure.exit_code()).await;
+        // A launch that fails before listening on one host is tried once more on the next.
+        let mut failed_on: Option<String> = None;
+        let mut running = loop {
+            let host = match self.place(service, failed_on.as_deref()).await {
+                Ok(host) => host,
+                Err(reason) => return self.failed(&runtime, reason, None).await,
+            };
+            let mut record = record.clone();
+            if let Some(host) = &host {
+                let name = host.name.clone();
+                if let Ok(placed) = self
+                    .transition(&runtime, None, Box::new(move |r| r.host = Some(name.clone())))
+                    .await
+                {
+                    record = placed;
                 }
-                let _ = std::fs::remove_dir_all(&runtime_dir);
-                return;
+                record.host = Some(host.name.clone());
+            }
+            let _ = std::fs::remove_dir_all(&runtime_dir);
+            let spec = match self.prepare(service, &record, host.as_ref(), &runtime_dir) {
+                Ok(spec) => spec,
+                Err(reason) => {
+                    self.failed(&runtime, reason, None).await;
+                    let _ = std::fs::remove_dir_all(&runtime_dir);
+                    return;
+                }
+            };
+            self.audit.session(Kind::Launch, &record, None);
+            let failure = match launcher::launch(spec, &runtime.stop, grace).await {
+                Ok(running) => break running,
+                Err(launcher::Failure::Stopped) => {
+                    self.stopped(&runtime, None).await;
+                    let _ = std::fs::remove_dir_all(&runtime_dir);
+                    return;
+                }
+                Err(failure) => failure,
+            };
+            match host {
+                Some(host) if failed_on.is_none() && service.hosts.len() > 1 => {
+                    warn!(
+                        "session {}: {} on host {}; trying the next host",
+                        runtime.id,
+                        failure.reason(),
+                        host.name
+                    );
+                    failed_on = Some(host.name);
+                }
+                _ => {
+                    self.failed(&runtime, failure.reason(), failure.exit_code()).await;
+                    let _ = std::fs::remove_dir_all(&runtime_dir);
+                    return;
+                }
             }
         };
         let took = started.elapsed();
@@ -494,9 +526,85 @@ impl Manager {
         let _ = std::fs::remove_dir_all(&runtime_dir);
     }
 
+    /// Weighted least-sessions: the host of `service` with the fewest live sessions (of every
+    /// service) per unit of weight, skipping drained hosts (weight 0) and `skip`; `None` for a
+    /// service without hosts.
+    async fn place(&self, service: &Service, skip: Option<&str>) -> Result<Option<Host>, String> {
+        if service.hosts.is_empty() {
+            return Ok(None);
+        }
+        let weights = self.registry.weights().await.map_err(|StoreError(why)| why)?;
+        let records = self.registry.list().await.map_err(|StoreError(why)| why)?;
+        let load = |name: &str| {
+            records
+                .iter()
+                .filter(|r| !r.state.is_ended() && r.host.as_deref() == Some(name))
+                .count() as u64
+        };
+        service
+            .hosts
+            .iter()
+            .map(|h| (h, u64::from(weights.get(&h.name).copied().unwrap_or(h.weight))))
+            .filter(|(h, weight)| *weight > 0 && skip != Some(h.name.as_str()))
+            .min_by(|(a, wa), (b, wb)| (load(&a.name) * wb).cmp(&(load(&b.name) * wa)))
+            .map(|(h, _)| Some(h.clone()))
+            .ok_or_else(|| {
+                format!(
+                    "no host of service {} takes new sessions (drained: weight 0)",
+                    service.name
+                )
+            })
+    }
+
+    /// The host weights as the services file gives them, changed by `PATCH /api/v1/hosts/NAME`.
+    pub async fn hosts(&self) -> Result<Vec<(Host, Vec<String>, Vec<Record>)>, StoreError> {
+        let weights = self.registry.weights().await?;
+        let records = self.registry.list().await?;
+        let mut hosts: Vec<(Host, Vec<String>, Vec<Record>)> = Vec::new();
+        for service in &self.services.services {
+            for host in &service.hosts {
+                match hosts.iter_mut().find(|(h, _, _)| h.name == host.name) {
+                    Some((_, services, _)) => services.push(service.name.clone()),
+                    None => {
+                        let mut host = host.clone();
+                        host.weight = weights.get(&host.name).copied().unwrap_or(host.weight);
+                        let live = records
+                            .iter()
+                            .filter(|r| !r.state.is_ended() && r.host.as_deref() == Some(host.name.as_str()))
+                            .cloned()
+                            .collect();
+                        hosts.push((host, vec![service.name.clone()], live));
+                    }
+                }
+            }
+        }
+        Ok(hosts)
+    }
+
+    /// Changes a host's weight for every instance of the store; `NotFound` for an unknown host.
+    pub async fn set_weight(&self, name: &str, weight: u32) -> Result<(), UpdateError> {
+        let known = self
+            .services
+            .services
+            .iter()
+            .any(|s| s.hosts.iter().any(|h| h.name == name));
+        if !known {
+            return Err(UpdateError::NotFound);
+        }
+        self.registry.set_weight(name, weight).await?;
+        info!("host {name}: weight {weight}");
+        Ok(())
+    }
+
     /// The command line, environment and readiness rule of one session; makes its runtime
     /// directory (0700) and secret file (0600).
-    fn prepare(&self, service: &Service, record: &Record, dir: &std::path::Path) -> Result<Spec, String> {
+    fn prepare(
+        &self,
+        service: &Service,
+        record: &Record,
+        host: Option<&Host>,
+        dir: &std::path::Path,
+    ) -> Result<Spec, String> {
         std::fs::DirBuilder::new()
             .mode(0o700)
             .create(dir)
@@ -522,6 +630,8 @@ impl Manager {
                 "user" => record.user.clone(),
                 "runtime_dir" => dir.display().to_string(),
                 "secret_file" => secret_file.display().to_string(),
+                "host" => host.map(|h| h.name.clone()).unwrap_or_default(),
+                "address" => host.map(|h| h.address.clone()).unwrap_or_default(),
                 other => other
                     .strip_prefix("opt.")
                     .and_then(|o| record.options.get(o))
@@ -529,7 +639,13 @@ impl Manager {
                     .unwrap_or_default(),
             }
         };
-        let argv: Vec<String> = service.command.iter().map(|arg| substitute(arg, value)).collect();
+        // Through the launcher (`ssh ... {address} --`) when the service has one.
+        let argv: Vec<String> = service
+            .launcher
+            .iter()
+            .chain(&service.command)
+            .map(|arg| substitute(arg, value))
+            .collect();
         let ready = match &service.target {
             TargetRule::Rebind => {
                 let lib = self

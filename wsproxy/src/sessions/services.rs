@@ -80,6 +80,25 @@ pub struct Service {
     pub options: BTreeMap<String, OptionRule>,
     /// The seed's JSON services pass the options as JSON in `WSPROXY_OPTIONS`.
     pub options_env: bool,
+    /// Where the command may run (placement picks one per session); empty: here.
+    pub hosts: Vec<Host>,
+    /// The prefix that runs the command on the chosen host (`ssh ... {address} --`).
+    pub launcher: Vec<String>,
+}
+
+/// A host a service's commands may be launched on.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Host {
+    pub name: String,
+    pub address: String,
+    /// Relative share of new sessions; 0 drains the host (running sessions stay).
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+fn default_weight() -> u32 {
+    1
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -158,7 +177,7 @@ impl Expr {
 }
 
 /// The placeholders a command, target or path may use.
-pub const PLACEHOLDERS: [&str; 7] = [
+pub const PLACEHOLDERS: [&str; 9] = [
     "index",
     "port",
     "display",
@@ -166,6 +185,8 @@ pub const PLACEHOLDERS: [&str; 7] = [
     "user",
     "runtime_dir",
     "secret_file",
+    "host",
+    "address",
 ];
 
 // The file as written; `deny_unknown_fields` makes any other key an error that names it.
@@ -255,6 +276,10 @@ struct ServiceFile {
     page: Page,
     #[serde(default)]
     options: BTreeMap<String, OptionFile>,
+    #[serde(default)]
+    hosts: Vec<Host>,
+    #[serde(default)]
+    launcher: Vec<String>,
 }
 
 fn default_page() -> Page {
@@ -396,6 +421,7 @@ fn service(s: ServiceFile) -> Result<Service, String> {
             "target = \"rebind\" needs port = \"N+{index}\": the port the command binds".into(),
         ));
     }
+    check_hosts(&s.hosts, &s.launcher, &target).map_err(err)?;
     let mut options = BTreeMap::new();
     for (key, option) in s.options {
         let pattern = option.pattern.as_deref().unwrap_or(DEFAULT_OPTION_PATTERN);
@@ -424,6 +450,8 @@ fn service(s: ServiceFile) -> Result<Service, String> {
         page: s.page,
         options,
         options_env: false,
+        hosts: s.hosts,
+        launcher: s.launcher,
     };
     for text in service.templates() {
         check_placeholders(text, &service).map_err(err)?;
@@ -434,13 +462,44 @@ fn service(s: ServiceFile) -> Result<Service, String> {
 impl Service {
     /// Every text that takes placeholders.
     fn templates(&self) -> Vec<&str> {
-        let mut texts: Vec<&str> = self.command.iter().map(String::as_str).collect();
+        let mut texts: Vec<&str> = self.command.iter().chain(&self.launcher).map(String::as_str).collect();
         match &self.target {
             TargetRule::Tcp(t) | TargetRule::Unix(t) => texts.push(t),
             TargetRule::Rebind | TargetRule::Announce(_) => {}
         }
         texts
     }
+}
+
+/// Host names are unique names, a launcher goes with hosts, and librebind.so cannot follow a
+/// command to another host.
+fn check_hosts(hosts: &[Host], launcher: &[String], target: &TargetRule) -> Result<(), String> {
+    for (i, host) in hosts.iter().enumerate() {
+        if host.name.is_empty()
+            || !host
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            return Err(format!(
+                "host name {:?} must be letters, digits, '-', '_' or '.'",
+                host.name
+            ));
+        }
+        if host.address.is_empty() {
+            return Err(format!("host {:?} has no address", host.name));
+        }
+        if hosts[..i].iter().any(|h| h.name == host.name) {
+            return Err(format!("host {:?} is listed twice", host.name));
+        }
+    }
+    if !launcher.is_empty() && hosts.is_empty() {
+        return Err("launcher = [...] needs hosts = [...] to launch on".into());
+    }
+    if !launcher.is_empty() && matches!(target, TargetRule::Rebind) {
+        return Err("target = \"rebind\" cannot follow a command started through a launcher; use \"{address}:PORT\" or announce".into());
+    }
+    Ok(())
 }
 
 /// Every `{name}` must be a known placeholder (or `{opt.NAME}` of a declared option); `{{` is `{`.
@@ -455,6 +514,9 @@ fn check_placeholders(text: &str, service: &Service) -> Result<(), String> {
         }
         if name == "display" && service.display.is_none() || name == "port" && service.port.is_none() {
             return Err(format!("{{{name}}} is used but the service has no {name} = \"...\""));
+        }
+        if (name == "host" || name == "address") && service.hosts.is_empty() {
+            return Err(format!("{{{name}}} is used but the service has no hosts = [...]"));
         }
         if name == "secret_file" && service.secret.is_none() {
             return Err("{secret_file} is used but the service has no secret = \"vnc-password\"".into());
@@ -561,6 +623,8 @@ pub fn from_json(text: &str) -> Result<Services, String> {
             secret: None,
             page: Page::Vnc,
             options,
+            hosts: Vec::new(),
+            launcher: Vec::new(),
         })?;
         service.options_env = true;
         services.push(service);
@@ -726,6 +790,46 @@ target = { announce = 'PA_REMOTE_CONNECTION;[^;]*;vnc;(?P<host>[^:;]+):(?P<port>
         assert_eq!(Expr::parse("5900+{index}").unwrap().eval(3), 5903);
         assert_eq!(Expr::parse("{index}").unwrap().eval(3), 3);
         assert!(Expr::parse("x+1").is_err());
+    }
+
+    #[test]
+    fn hosts_and_launchers() {
+        let base =
+            "[[service]]\nname = \"d\"\ncount = 2\ncommand = [\"x\", \"{address}\"]\ntarget = \"{address}:5901\"\n";
+        let hosts = "hosts = [{ name = \"b1\", address = \"10.0.0.5\", weight = 2 }, { name = \"b2\", address = \"10.0.0.6\" }]\n";
+        let launcher = "launcher = [\"ssh\", \"{address}\", \"--\"]\n";
+        let ok = parse(&format!("{base}{hosts}{launcher}")).unwrap();
+        let d = &ok.services[0];
+        assert_eq!(
+            d.hosts.iter().map(|h| (h.name.as_str(), h.weight)).collect::<Vec<_>>(),
+            [("b1", 2), ("b2", 1)]
+        );
+        assert_eq!(d.launcher, ["ssh", "{address}", "--"]);
+        for (text, why) in [
+            (base.to_owned(), "{address} is used but the service has no hosts"),
+            (format!("{base}{launcher}hosts = []\n"), "launcher = [...] needs hosts"),
+            (
+                format!("{base}hosts = [{{ name = \"b\", address = \"a\" }}, {{ name = \"b\", address = \"c\" }}]\n"),
+                "listed twice",
+            ),
+            (
+                format!("{base}hosts = [{{ name = \"b 1\", address = \"a\" }}]\n"),
+                "host name",
+            ),
+            (
+                format!("{base}hosts = [{{ name = \"b\", address = \"a\", cores = 4 }}]\n"),
+                "unknown field `cores`",
+            ),
+            (
+                format!(
+                    "[[service]]\nname = \"r\"\ncount = 1\ncommand = [\"x\"]\nport = \"5900+{{index}}\"\ntarget = \"rebind\"\n{hosts}{launcher}"
+                ),
+                "cannot follow a command started through a launcher",
+            ),
+        ] {
+            let err = parse(&text).unwrap_err();
+            assert!(err.contains(why), "{why:?} not in {err:?}");
+        }
     }
 
     #[test]

@@ -294,6 +294,88 @@ pub async fn delete_session(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HostView {
+    pub name: String,
+    pub address: String,
+    /// Its share of new sessions; 0: drained (running sessions stay).
+    pub weight: u32,
+    /// The services that may launch on it.
+    pub services: Vec<String>,
+    /// Live sessions on it (of every service).
+    pub sessions: u32,
+    /// Their ids; only for admins.
+    pub session_ids: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HostChange {
+    /// The new weight; 0 drains the host.
+    pub weight: u32,
+}
+
+fn host_views(
+    hosts: Vec<(crate::sessions::services::Host, Vec<String>, Vec<Record>)>,
+    caller: &Caller,
+) -> Vec<HostView> {
+    hosts
+        .into_iter()
+        .map(|(host, services, live)| HostView {
+            name: host.name,
+            address: host.address,
+            weight: host.weight,
+            services,
+            sessions: live.len() as u32,
+            session_ids: caller.admin.then(|| live.into_iter().map(|r| r.id).collect()),
+        })
+        .collect()
+}
+
+/// The hosts services launch on (placement), with their weights and sessions.
+#[utoipa::path(get, path = "/api/v1/hosts", responses(
+    (status = 200, body = Vec<HostView>),
+    (status = 401, body = ErrorBody, headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"wsproxy\"`"))),
+    (status = 503, body = ErrorBody, description = "`store_unavailable`: the shared session store cannot be reached", headers(("Retry-After" = String, description = "seconds"))),
+))]
+pub async fn list_hosts(State(manager): State<Arc<Manager>>, caller: Caller) -> Result<Json<Vec<HostView>>, ApiError> {
+    let hosts = manager.hosts().await.map_err(unavailable)?;
+    Ok(Json(host_views(hosts, &caller)))
+}
+
+/// Changes a host's weight for every instance sharing the store (admin); 0 drains it.
+#[utoipa::path(patch, path = "/api/v1/hosts/{name}", params(("name" = String, Path, description = "the host's name in the services file")), request_body = HostChange, responses(
+    (status = 200, body = HostView),
+    (status = 400, body = ErrorBody, description = "`bad_request`: the body is not this JSON"),
+    (status = 401, body = ErrorBody, headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"wsproxy\"`"))),
+    (status = 403, body = ErrorBody),
+    (status = 404, body = ErrorBody),
+    (status = 413, body = ErrorBody, description = "`payload_too_large`: the body is over 64 KiB"),
+    (status = 415, body = ErrorBody, description = "`unsupported_media_type`: a `Content-Type` other than JSON"),
+    (status = 503, body = ErrorBody, description = "`store_unavailable`: the shared session store cannot be reached", headers(("Retry-After" = String, description = "seconds"))),
+))]
+pub async fn patch_host(
+    State(manager): State<Arc<Manager>>,
+    caller: Caller,
+    SessionId(name): SessionId,
+    JsonBody(change): JsonBody<HostChange>,
+) -> Result<Json<HostView>, ApiError> {
+    if !caller.admin {
+        return Err(ApiError::forbidden("changing a host's weight needs the admin scope"));
+    }
+    manager.set_weight(&name, change.weight).await.map_err(|e| match e {
+        UpdateError::Store(e) => unavailable(e),
+        _ => ApiError::not_found(&format!("no host {name:?}")),
+    })?;
+    let hosts = manager.hosts().await.map_err(unavailable)?;
+    let views = host_views(hosts, &caller);
+    views
+        .into_iter()
+        .find(|h| h.name == name)
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(&format!("no host {name:?}")))
+}
+
 /// Stops every session and the server (admin).
 #[utoipa::path(post, path = "/api/v1/shutdown", responses(
     (status = 202),

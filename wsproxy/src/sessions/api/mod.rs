@@ -1,5 +1,5 @@
 //! The REST API under `/api/v1/` (JSON; on the main port, or on `--api-listen`): services,
-//! sessions, shutdown, and the OpenAPI 3 document generated from the handlers (utoipa).
+//! sessions, hosts, shutdown, and the OpenAPI 3 document generated from the handlers (utoipa).
 
 mod auth;
 mod error;
@@ -48,6 +48,8 @@ pub fn router(manager: Arc<Manager>) -> Router {
         .routes(routes!(handlers::create_session, handlers::list_sessions))
         .routes(routes!(handlers::get_session, handlers::delete_session))
         .routes(routes!(handlers::shutdown))
+        .routes(routes!(handlers::list_hosts))
+        .routes(routes!(handlers::patch_host))
         .split_for_parts();
     let document = Arc::new(document);
     router

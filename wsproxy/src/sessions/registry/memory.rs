@@ -22,6 +22,7 @@ struct Inner {
     indexes: HashMap<String, Indexes>,
     /// Live sessions per (service, user), for `per_user`.
     per_user: HashMap<(String, String), u32>,
+    weights: HashMap<String, u32>,
 }
 
 /// A service's indexes: every one below `high` was handed out; `freed` are those given back.
@@ -131,6 +132,17 @@ impl Registry for Memory {
                 }
             }
             Ok(record)
+        })
+    }
+
+    fn weights(&self) -> Fut<'_, Result<HashMap<String, u32>, StoreError>> {
+        Box::pin(async move { Ok(self.lock().weights.clone()) })
+    }
+
+    fn set_weight<'a>(&'a self, host: &'a str, weight: u32) -> Fut<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            self.lock().weights.insert(host.to_owned(), weight);
+            Ok(())
         })
     }
 

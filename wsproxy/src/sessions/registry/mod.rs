@@ -4,7 +4,7 @@
 //! It sits behind a small trait so the records can live in this process (`memory`) or in Redis,
 //! shared by several instances (`redis`). Every state change goes through `state::apply`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::pin::Pin;
 use std::time::{Duration, SystemTime};
@@ -47,6 +47,9 @@ pub struct Record {
     /// A stop asked for through another instance, with its reason; the owner carries it out.
     #[serde(default)]
     pub stop_request: Option<String>,
+    /// The host placement chose (services with `hosts`).
+    #[serde(default)]
+    pub host: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,6 +112,7 @@ impl NewSession {
             options: self.options,
             owner: None,
             stop_request: None,
+            host: None,
         }
     }
 }
@@ -132,6 +136,9 @@ pub trait Registry: Send + Sync {
     ) -> Fut<'a, Result<Record, UpdateError>>;
     /// Forgets sessions that ended longer ago than `keep`.
     fn prune(&self, keep: Duration) -> Fut<'_, ()>;
+    /// Host weights set through the API (`PATCH /api/v1/hosts/NAME`), over the services file's.
+    fn weights(&self) -> Fut<'_, Result<HashMap<String, u32>, StoreError>>;
+    fn set_weight<'a>(&'a self, host: &'a str, weight: u32) -> Fut<'a, Result<(), StoreError>>;
     /// Publishes a running session's TCP target as websockify's TokenRedis reads it (shared store
     /// only; removed when the session ends).
     fn publish_target<'a>(&'a self, _token: &'a str, _target: &'a str) -> Fut<'a, ()> {

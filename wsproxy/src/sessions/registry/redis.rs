@@ -8,12 +8,14 @@
 //! - `NS:TOKEN`: `{"host": "HOST:PORT"}` while a TCP session runs, as websockify's TokenRedis
 //!   reads it;
 //! - `NS:instance:ID`: an instance's forwarding address, with a lease it renews (`cluster`);
-//! - `NS:forward-secret`: what instances show each other when one forwards a client.
+//! - `NS:forward-secret`: what instances show each other when one forwards a client;
+//! - `NS:weights`: host → weight, as `PATCH /api/v1/hosts/NAME` set it.
 //!
 //! Claims and changes are Lua scripts, so they are atomic across instances: a reservation checks
 //! `per_user` and takes the lowest free index in one step, and a change is written only if the
 //! record's version is still the one it was computed from (else it is computed again).
 
+use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
 use redis::Script;
@@ -328,6 +330,39 @@ impl Registry for RedisStore {
                     async move { pipe.query_async(&mut c).await }
                 })
                 .await;
+        })
+    }
+
+    fn weights(&self) -> Fut<'_, Result<HashMap<String, u32>, StoreError>> {
+        Box::pin(async move {
+            let key = self.key("weights");
+            self.link
+                .run(|mut c| {
+                    let key = key.clone();
+                    async move { redis::cmd("HGETALL").arg(&key).query_async(&mut c).await }
+                })
+                .await
+                .map_err(unavailable)
+        })
+    }
+
+    fn set_weight<'a>(&'a self, host: &'a str, weight: u32) -> Fut<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            let key = self.key("weights");
+            self.link
+                .run(|mut c| {
+                    let key = key.clone();
+                    async move {
+                        redis::cmd("HSET")
+                            .arg(&key)
+                            .arg(host)
+                            .arg(weight)
+                            .query_async(&mut c)
+                            .await
+                    }
+                })
+                .await
+                .map_err(unavailable)
         })
     }
 
