@@ -11,7 +11,7 @@
 //!   `autocert`: `--cert auto`'s self-signed certificate, made once and kept.
 //! - `http/`: one connection's HTTP side: `session` (TLS detection, hyper: upgrade, static
 //!   files, 405, then the relay), `handshake` (the upgrade rules: websockify's `binary`
-//!   subprotocol rule, lenient), `web` (`--web` files: no escape from the directory, no open
+//!   subprotocol rule, lenient), `forward` (another instance's client of a session run here), `web` (`--web` files: no escape from the directory, no open
 //!   redirect), `reject` (a refused request's one-line answer).
 //! - `gate`: between the request and the target: throttle, then `route`, then `auth`.
 //! - `route/`: the resolve step: the static target, or the one a token names (`TokenSource`,
@@ -26,7 +26,13 @@
 //! - `wrap/`: wrap mode (`-- CMD ARGS`): `supervisor` starts, watches, respawns and stops the
 //!   command; `preload` finds librebind.so and builds its environment; `leftovers` finds daemons
 //!   that left its process group.
+//! - `sessions/`: on-demand sessions (`--sessions`): services, the registry (in memory or in
+//!   Redis, shared by several instances), the manager, the launcher, placement on hosts, the
+//!   cluster of instances and the REST API; the map is in `sessions/mod.rs`. Their clients come
+//!   through `gate` as a `route::Destination::Session`; `http/forward` is the owner's side of a
+//!   client another instance forwards.
 //! - `reloading`: a value read from files and read again when they change (token files, keys).
+//! - `redis_link`: the one Redis connection a part keeps (TokenRedis, the session store).
 //! - `logging`: stderr, `--log-file` and `--syslog` sinks.
 //! - `ops/`: what an operator watches: `metrics`, the Prometheus metrics of `--metrics` (one
 //!   registry of closed-label series, recorded at a few places along the path above).
