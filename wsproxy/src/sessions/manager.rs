@@ -42,7 +42,8 @@ pub struct Manager {
     tasks: TaskTracker,
     /// Cancelled by `POST /api/v1/shutdown`: the server drains and exits.
     pub shutdown: CancellationToken,
-    /// Cancelled once every session is stopped at shutdown: the instance leaves the shared store.
+    /// Cancelled once every session is stopped at shutdown: the instance leaves the shared store
+    /// and its timers end.
     leaving: CancellationToken,
     /// Where runtime directories are made.
     runtime_root: PathBuf,
@@ -260,8 +261,11 @@ impl Manager {
         let id = record.id.clone();
         let timeout = self.services.timing.reserve_timeout;
         self.tasks.spawn(async move {
-            tokio::time::sleep(timeout).await;
-            manager.expire(&id).await;
+            tokio::select! {
+                () = tokio::time::sleep(timeout) => manager.expire(&id).await,
+                // Shutting down: a shared store's other instances expire it.
+                () = manager.leaving.cancelled() => {}
+            }
         });
         Ok(record)
     }
