@@ -108,6 +108,11 @@ fn echo_processes(echo: &str) -> usize {
 }
 
 async fn launch(addr: SocketAddr, service: &str) -> (String, Raw) {
+    let (id, _, raw) = launch_with_token(addr, service).await;
+    (id, raw)
+}
+
+async fn launch_with_token(addr: SocketAddr, service: &str) -> (String, String, Raw) {
     let body = format!(r#"{{"service": "{service}"}}"#);
     let (code, head, json) = api(addr, "POST", "/api/v1/sessions", Some("root-token"), Some(&body)).await;
     assert_eq!(code, 201, "{head}\n{json}");
@@ -115,7 +120,13 @@ async fn launch(addr: SocketAddr, service: &str) -> (String, Raw) {
     let (mut raw, head) = Raw::upgrade_to(addr, &format!("/websockify?token={token}"), "").await;
     assert_eq!(status(&head), 101, "{head}");
     raw.echo(format!("hello from a {service} session").as_bytes()).await;
-    (json["id"].as_str().unwrap().to_owned(), raw)
+    (json["id"].as_str().unwrap().to_owned(), token.to_owned(), raw)
+}
+
+async fn state(addr: SocketAddr, id: &str) -> serde_json::Value {
+    let (code, _, json) = api(addr, "GET", &format!("/api/v1/sessions/{id}"), Some("root-token"), None).await;
+    assert_eq!(code, 200, "{json}");
+    json
 }
 
 async fn hosts(addr: SocketAddr) -> serde_json::Value {
@@ -225,6 +236,40 @@ async fn sessions_are_placed_by_weight_over_ssh_and_weights_are_shared() {
         (404, Some("not_found")),
         "{json}"
     );
+
+    // A client through B of a session A runs on a host: B relays it to the host directly (no
+    // forwarding through A), and the session lives until the last client, wherever, leaves.
+    let (id, token, on_a) = launch_with_token(a.addr, "desk").await;
+    let (mut on_b, head) = Raw::upgrade_to(b.addr, &format!("/websockify?token={token}"), "").await;
+    assert_eq!(status(&head), 101, "{head}");
+    on_b.echo(b"relayed by B straight to the host").await;
+    assert_eq!(state(a.addr, &id).await["clients"], 2);
+    assert!(
+        !a.lines().iter().any(|l| l.contains("forwarded client")),
+        "B did not go through A"
+    );
+    drop(on_a);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(
+        state(b.addr, &id).await["state"],
+        "running",
+        "B's client keeps it running"
+    );
+    on_b.echo(b"still relayed").await;
+    drop(on_b);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let json = state(a.addr, &id).await;
+        if json["state"] == "stopped" {
+            assert_eq!(json["reason"], "the last client left", "{json}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never stopped after the last (remote) client left: {json}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // A host where ssh cannot even connect: the launch is retried once on the next host.
     let (id, mut flaky) = launch(a.addr, "flaky").await;

@@ -398,6 +398,32 @@ impl Manager {
     ) -> Result<Lease, AttachError> {
         let cluster = self.cluster.as_ref().ok_or(AttachError::Unknown)?;
         let unavailable = |StoreError(why)| AttachError::Unavailable(why);
+        if let Some(target) = record.direct.clone() {
+            // On another host: relayed from here, counted in the record for the owner's linger.
+            let me = cluster.id.clone();
+            let counted = self
+                .registry
+                .update(
+                    &record.id,
+                    Some(Event::Connect),
+                    Box::new(move |r| *r.remote_clients.entry(me.clone()).or_default() += 1),
+                )
+                .await
+                .map_err(|e| match e {
+                    UpdateError::Store(StoreError(why)) => AttachError::Unavailable(why),
+                    _ => AttachError::Unknown,
+                })?;
+            self.audit
+                .session(Kind::Connect, &counted, client.map(|ip| ip.to_string()).as_deref());
+            return Ok(Lease {
+                manager: self.clone(),
+                via: Via::Direct {
+                    session: record.id.clone(),
+                    target,
+                },
+                client: client.map(|ip| ip.to_string()),
+            });
+        }
         // An owner whose lease ran out is gone; its sessions are about to be marked failed.
         let addr = cluster
             .address(owner)
@@ -433,7 +459,7 @@ impl Manager {
         let started = tokio::time::Instant::now();
         // A launch that fails before listening on one host is tried once more on the next.
         let mut failed_on: Option<String> = None;
-        let mut running = loop {
+        let (mut running, record) = loop {
             let host = match self.place(service, failed_on.as_deref()).await {
                 Ok(host) => host,
                 Err(reason) => return self.failed(&runtime, reason, None).await,
@@ -460,7 +486,7 @@ impl Manager {
             };
             self.audit.session(Kind::Launch, &record, None);
             let failure = match launcher::launch(spec, &runtime.stop, grace).await {
-                Ok(running) => break running,
+                Ok(running) => break (running, record),
                 Err(launcher::Failure::Stopped) => {
                     self.stopped(&runtime, None).await;
                     let _ = std::fs::remove_dir_all(&runtime_dir);
@@ -506,6 +532,13 @@ impl Manager {
                 format!("{host}:{port}")
             };
             self.registry.publish_target(&runtime.token, &address).await;
+            if record.host.is_some() && !service.launcher.is_empty() {
+                // On another host: reachable from every instance, which relay to it directly.
+                let direct = address.clone();
+                let _ = self
+                    .transition(&runtime, None, Box::new(move |r| r.direct = Some(direct.clone())))
+                    .await;
+            }
         }
         runtime.launch.send_replace(Launch::Ready(running.target.clone()));
         if self.client_count(&runtime) == 0 {
@@ -884,6 +917,15 @@ impl Manager {
             let elsewhere = record.owner.as_deref().is_some_and(|o| o != cluster.id);
             if idle && (elsewhere || record.state.is_ended()) {
                 self.forget(&runtime);
+            } else if record.state == State::Running
+                && record.all_clients() == record.clients
+                && self.client_count(&runtime) == 0
+                && matches!(*runtime.launch.borrow(), Launch::Ready(_))
+            {
+                // The last client another instance relayed directly left.
+                let manager = self.clone();
+                self.tasks
+                    .spawn(async move { manager.last_client_left(&runtime).await });
             } else if record.state.is_ended() || record.stop_request.is_some() {
                 let reason = record
                     .stop_request
@@ -923,18 +965,27 @@ impl Manager {
                 }
                 continue;
             }
+            // Clients that instances gone since relayed directly are gone too.
+            let mut gone = Vec::new();
+            for instance in record.remote_clients.keys() {
+                if !Self::alive(cluster, &mut alive, instance).await? {
+                    gone.push(instance.clone());
+                }
+            }
+            if !gone.is_empty() {
+                let _ = self
+                    .registry
+                    .update(
+                        &record.id,
+                        None,
+                        Box::new(move |r| r.remote_clients.retain(|i, _| !gone.contains(i))),
+                    )
+                    .await;
+            }
             let Some(owner) = record.owner.clone().filter(|o| *o != cluster.id) else {
                 continue;
             };
-            let live = match alive.get(&owner) {
-                Some(live) => *live,
-                None => {
-                    let live = cluster.address(&owner).await?.is_some();
-                    alive.insert(owner.clone(), live);
-                    live
-                }
-            };
-            if live {
+            if Self::alive(cluster, &mut alive, &owner).await? {
                 continue;
             }
             let lost = self
@@ -955,6 +1006,19 @@ impl Manager {
             }
         }
         Ok(())
+    }
+
+    /// Whether `instance` still renews its lease (asked once per reap).
+    async fn alive(cluster: &Cluster, known: &mut HashMap<String, bool>, instance: &str) -> Result<bool, StoreError> {
+        if instance == cluster.id {
+            return Ok(true);
+        }
+        if let Some(live) = known.get(instance) {
+            return Ok(*live);
+        }
+        let live = cluster.address(instance).await?.is_some();
+        known.insert(instance.to_owned(), live);
+        Ok(live)
     }
 
     /// Stops every session (server shutdown).
@@ -982,10 +1046,11 @@ impl Manager {
         let manager = self.clone();
         let runtime = runtime.clone();
         self.tasks.spawn(async move {
-            let _ = manager
+            let updated = manager
                 .transition(&runtime, None, Box::new(move |r| r.clients = clients))
                 .await;
-            if clients == 0 && matches!(*runtime.launch.borrow(), Launch::Ready(_)) {
+            let nobody = updated.is_ok_and(|r| r.all_clients() == 0);
+            if nobody && matches!(*runtime.launch.borrow(), Launch::Ready(_)) {
                 manager.last_client_left(&runtime).await;
             }
         });
@@ -1002,7 +1067,17 @@ impl Manager {
         let linger = self.services.timing.linger;
         tokio::time::sleep(linger).await;
         if runtime.linger_generation.load(Ordering::SeqCst) == generation && self.client_count(runtime) == 0 {
-            let _ = self.stop(&runtime.id, "the last client left").await;
+            // Clients other instances relay directly count too.
+            let remote = self
+                .registry
+                .get(&runtime.id)
+                .await
+                .ok()
+                .flatten()
+                .map_or(0, |r| r.all_clients() - r.clients);
+            if remote == 0 {
+                let _ = self.stop(&runtime.id, "the last client left").await;
+            }
         }
     }
 }
@@ -1057,13 +1132,16 @@ enum Via {
     Local(Arc<Runtime>),
     /// Another instance runs it: the client is forwarded there, which counts it.
     Remote { session: String, forward: Forward },
+    /// Another instance runs it on a host this one reaches: relayed there directly, counted in the
+    /// record's `remote_clients`.
+    Direct { session: String, target: String },
 }
 
 impl Lease {
     pub fn session(&self) -> &str {
         match &self.via {
             Via::Local(runtime) => &runtime.id,
-            Via::Remote { session, .. } => session,
+            Via::Remote { session, .. } | Via::Direct { session, .. } => session,
         }
     }
 
@@ -1079,6 +1157,12 @@ impl Lease {
                 return Ok(tokio_util::either::Either::Left(tokio_util::either::Either::Left(
                     stream,
                 )));
+            }
+            Via::Direct { target, .. } => {
+                let target = crate::config::parse_target(target)?;
+                return crate::target::connect(&target, None, None)
+                    .await
+                    .map_err(|e| format!("cannot connect to the session's command: {e}"));
             }
         };
         let mut launch = runtime.launch.subscribe();
@@ -1099,8 +1183,26 @@ impl Lease {
     /// Resolves when the session ends, with the close code and reason its clients get (a
     /// forwarded client learns it from the end of its stream).
     pub async fn ended(&self) -> (u16, String) {
-        let Via::Local(runtime) = &self.via else {
-            return std::future::pending().await;
+        let runtime = match &self.via {
+            Via::Local(runtime) => runtime,
+            Via::Remote { .. } => return std::future::pending().await,
+            Via::Direct { session, .. } => loop {
+                // The owner ends it; its record says so (and why) within a second here.
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                match self.manager.registry.get(session).await {
+                    Ok(Some(record)) if !record.state.is_ended() => {}
+                    Ok(Some(record)) => {
+                        let code = if record.state == State::Stopped {
+                            close::GOING_AWAY
+                        } else {
+                            close::INTERNAL_ERROR
+                        };
+                        return (code, record.reason.unwrap_or_else(|| "session ended".into()));
+                    }
+                    Ok(None) => return (close::GOING_AWAY, "session ended".into()),
+                    Err(_) => {}
+                }
+            },
         };
         let mut end = runtime.end.subscribe();
         match end.wait_for(Option::is_some).await {
@@ -1117,6 +1219,32 @@ impl Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
+        if let (Via::Direct { session, .. }, Some(cluster)) = (&self.via, &self.manager.cluster) {
+            let (manager, session, me) = (self.manager.clone(), session.clone(), cluster.id.clone());
+            if let Ok(handle) = tokio::runtime::Handle::try_current() {
+                handle.spawn(async move {
+                    let left = manager
+                        .registry
+                        .update(
+                            &session,
+                            None,
+                            Box::new(move |r| {
+                                if let Some(n) = r.remote_clients.get_mut(&me) {
+                                    *n = n.saturating_sub(1);
+                                    if *n == 0 {
+                                        r.remote_clients.remove(&me);
+                                    }
+                                }
+                            }),
+                        )
+                        .await;
+                    if let Err(UpdateError::Store(StoreError(why))) = left {
+                        warn!("session {session}: cannot record a client leaving ({why})");
+                    }
+                });
+            }
+            return;
+        }
         let Via::Local(runtime) = &self.via else { return };
         let manager = self.manager.clone();
         let runtime = runtime.clone();

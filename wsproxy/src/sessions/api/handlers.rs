@@ -107,7 +107,7 @@ fn view(
         state: record.state,
         created_at: rfc3339(record.created_at),
         expires_at: record.expires_at.map(rfc3339),
-        clients: record.clients,
+        clients: record.all_clients(),
         exit_code: record.exit_code,
         reason: record.reason.clone(),
         token: (owner && live).then(|| record.token.clone()),

@@ -50,6 +50,20 @@ pub struct Record {
     /// The host placement chose (services with `hosts`).
     #[serde(default)]
     pub host: Option<String>,
+    /// The target of a session placed on a host, once it listens: other instances relay their
+    /// clients to it directly (a loopback target is never here: its clients are forwarded).
+    #[serde(default)]
+    pub direct: Option<String>,
+    /// Clients other instances relay directly, per instance (`clients` counts the owner's own).
+    #[serde(default)]
+    pub remote_clients: BTreeMap<String, u32>,
+}
+
+impl Record {
+    /// Open WebSocket connections, through every instance.
+    pub fn all_clients(&self) -> u32 {
+        self.clients + self.remote_clients.values().sum::<u32>()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,6 +127,8 @@ impl NewSession {
             owner: None,
             stop_request: None,
             host: None,
+            direct: None,
+            remote_clients: BTreeMap::new(),
         }
     }
 }
