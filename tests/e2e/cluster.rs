@@ -174,11 +174,15 @@ async fn concurrent_reservations_across_instances_never_exceed_the_count() {
         })
     });
     let mut indexes = Vec::new();
+    let mut ids = std::collections::BTreeMap::new();
     let mut full = 0;
     for call in calls.collect::<Vec<_>>() {
         let (code, head, json) = call.await.unwrap();
         match code {
-            201 => indexes.push(json["index"].as_u64().unwrap()),
+            201 => {
+                indexes.push(json["index"].as_u64().unwrap());
+                ids.insert(json["index"].as_u64().unwrap(), json["id"].as_str().unwrap().to_owned());
+            }
             503 => {
                 assert_eq!(json["error"]["code"], "service_full", "{json}");
                 full += 1;
@@ -195,6 +199,15 @@ async fn concurrent_reservations_across_instances_never_exceed_the_count() {
         (Some(0), Some(5)),
         "{services}"
     );
+    // Freed indexes are handed out again lowest first, through any instance.
+    for index in [3u64, 1] {
+        let path = format!("/api/v1/sessions/{}", ids[&index]);
+        let (code, _, json) = api(addrs[index as usize % 3], "DELETE", &path, Some("root-token"), None).await;
+        assert_eq!(code, 204, "{json}");
+    }
+    let first = reserve(addrs[0], "root-token").await;
+    let second = reserve(addrs[1], "root-token").await;
+    assert_eq!((first["index"].as_u64(), second["index"].as_u64()), (Some(1), Some(3)));
 }
 
 #[tokio::test]

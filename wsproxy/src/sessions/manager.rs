@@ -233,6 +233,11 @@ impl Manager {
             options: chosen,
             reserve_timeout: self.services.timing.reserve_timeout,
         };
+        if self.cluster.is_none() {
+            // Sessions long ended go even when nobody lists them (a shared store's reap does it
+            // there).
+            self.registry.prune(KEEP_ENDED).await;
+        }
         let record = match self.registry.reserve(service, new).await {
             Ok(record) => record,
             Err(e) => {
@@ -944,6 +949,8 @@ impl Manager {
     /// Marks failed the sessions of instances whose lease ran out, and expires reservations whose
     /// instance did not (it may be gone).
     async fn reap(&self, cluster: &Cluster) -> Result<(), StoreError> {
+        // Every instance, not only one asked for the list, forgets sessions long ended.
+        self.registry.prune(KEEP_ENDED).await;
         let now = SystemTime::now();
         let mut alive: HashMap<String, bool> = HashMap::new();
         for record in self.registry.list().await? {

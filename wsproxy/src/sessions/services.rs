@@ -486,6 +486,9 @@ fn check_hosts(hosts: &[Host], launcher: &[String], target: &TargetRule) -> Resu
                 host.name
             ));
         }
+        if host.weight > 1000 {
+            return Err(format!("host {:?}: weight must be 0 to 1000", host.name));
+        }
         if host.address.is_empty() {
             return Err(format!("host {:?} has no address", host.name));
         }

@@ -48,7 +48,10 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
             ApiError::new(
                 StatusCode::BAD_REQUEST,
                 Code::BadRequest,
-                format!("the body must be JSON {{\"service\": NAME, \"options\": {{...}}}}: {e}"),
+                format!(
+                    "the body is not the JSON this call takes ({}): {e}",
+                    std::any::type_name::<T>().rsplit("::").next().unwrap_or("?")
+                ),
             )
         })
     }

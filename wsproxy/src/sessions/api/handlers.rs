@@ -311,8 +311,30 @@ pub struct HostView {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HostChange {
-    /// The new weight; 0 drains the host.
+    /// The new weight, 0 to 1000; 0 drains the host.
+    #[serde(deserialize_with = "weight")]
+    #[schema(value_type = u32, minimum = 0, maximum = 1000)]
     pub weight: u32,
+}
+
+/// The largest weight: a share, not a count.
+const MAX_WEIGHT: u32 = 1000;
+
+/// A whole number from 0 to `MAX_WEIGHT`, also when written `3.0` (JSON does not tell integers
+/// from other numbers).
+fn weight<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {
+    let number = serde_json::Number::deserialize(deserializer)?;
+    number
+        .as_u64()
+        .or_else(|| {
+            number
+                .as_f64()
+                .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f <= 1e6)
+                .map(|f| f as u64)
+        })
+        .and_then(|n| u32::try_from(n).ok())
+        .filter(|n| *n <= MAX_WEIGHT)
+        .ok_or_else(|| serde::de::Error::custom(format!("{number} is not a whole number from 0 to {MAX_WEIGHT}")))
 }
 
 fn host_views(

@@ -4,12 +4,16 @@
 //! Keys, under the namespace `NS` (default `wsproxy`):
 //! - `NS:s:ID`: a hash, `r` the record as JSON and `v` its version (bumped by every change);
 //! - `NS:sessions`: the set of ids; `NS:t:TOKEN`: the id a WebSocket token names;
-//! - `NS:idx:SERVICE`: index → id of the indexes taken; `NS:pu:SERVICE`: user → live sessions;
+//! - `NS:idx:SERVICE`: index → id of the indexes taken; `NS:high:SERVICE`: every index below it
+//!   was handed out, `NS:freed:SERVICE` (sorted) those given back, so the lowest free index is
+//!   found in O(log n) as in memory; `NS:pu:SERVICE`: user → live sessions;
 //! - `NS:TOKEN`: `{"host": "HOST:PORT"}` while a TCP session runs, as websockify's TokenRedis
 //!   reads it;
 //! - `NS:instance:ID`: an instance's forwarding address, with a lease it renews (`cluster`);
 //! - `NS:forward-secret`: what instances show each other when one forwards a client;
 //! - `NS:weights`: host → weight, as `PATCH /api/v1/hosts/NAME` set it.
+//!
+//! Ended records are deleted 10 minutes after their end by the instances' periodic reap.
 //!
 //! Claims and changes are Lua scripts, so they are atomic across instances: a reservation checks
 //! `per_user` and takes the lowest free index in one step, and a change is written only if the
@@ -36,12 +40,21 @@ local count, per_user = tonumber(ARGV[4]), tonumber(ARGV[5])
 local pu = ns .. ':pu:' .. service
 local mine = tonumber(redis.call('HGET', pu, user) or '0')
 if per_user > 0 and mine >= per_user then return -1 end
-local idx = ns .. ':idx:' .. service
+local idx, freed, high_key = ns .. ':idx:' .. service, ns .. ':freed:' .. service, ns .. ':high:' .. service
 local index = -1
-for i = 0, count - 1 do
-  if redis.call('HSETNX', idx, tostring(i), id) == 1 then index = i break end
+local lowest = redis.call('ZRANGE', freed, 0, 0)[1]
+if lowest and tonumber(lowest) < count then
+  index = tonumber(lowest)
+  redis.call('ZREM', freed, lowest)
+else
+  local high = tonumber(redis.call('GET', high_key) or '0')
+  if high < count then
+    index = high
+    redis.call('SET', high_key, high + 1)
+  end
 end
 if index < 0 then return -2 end
+redis.call('HSET', idx, tostring(index), id)
 redis.call('HINCRBY', pu, user, 1)
 local record = (string.gsub(ARGV[8], '"index":' .. ARGV[9], '"index":' .. index, 1))
 redis.call('HSET', ns .. ':s:' .. id, 'v', '1', 'r', record)
@@ -59,8 +72,18 @@ if v ~= ARGV[3] then return 0 end
 redis.call('HSET', key, 'v', tostring(tonumber(v) + 1), 'r', ARGV[4])
 if ARGV[5] == '1' then
   local service, index, user, token = ARGV[6], ARGV[7], ARGV[8], ARGV[9]
-  local idx = ns .. ':idx:' .. service
-  if redis.call('HGET', idx, index) == id then redis.call('HDEL', idx, index) end
+  local idx, freed, high_key = ns .. ':idx:' .. service, ns .. ':freed:' .. service, ns .. ':high:' .. service
+  if redis.call('HGET', idx, index) == id then
+    redis.call('HDEL', idx, index)
+    redis.call('ZADD', freed, index, index)
+    -- Indexes at the top go back to never handed out, which keeps the free set small.
+    local high = tonumber(redis.call('GET', high_key) or '0')
+    while high > 0 and redis.call('ZSCORE', freed, tostring(high - 1)) do
+      redis.call('ZREM', freed, tostring(high - 1))
+      high = high - 1
+    end
+    redis.call('SET', high_key, high)
+  end
   local pu = ns .. ':pu:' .. service
   if redis.call('HINCRBY', pu, user, -1) <= 0 then redis.call('HDEL', pu, user) end
   redis.call('DEL', ns .. ':t:' .. token, ns .. ':' .. token)
