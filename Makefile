@@ -59,9 +59,13 @@ test: deps fmt-check clippy unit-and-e2e api-conformance browser-test
 # make bench BENCH_ARGS='--size-mib 16 --rounds 1 --round-trips 1000 --rtt-secs 1 --connects-secs 1 --idle-conns 500'
 # Then what --metrics costs: connects and throughput of wsproxy with and without it, side by side
 # (wsproxy-metrics over wsproxy is the cost; the issue allows 3 %).
-# Last, wsproxy's on-demand sessions (about 15 s, whatever BENCH_ARGS says): launches of
+# Then wsproxy's on-demand sessions (about 15 s, whatever BENCH_ARGS says): launches of
 # `wsproxy-bench echo-server` on first connect, each next to a start of the same command alone
 # (the overhead is the difference), and reservations per second from 16 keep-alive API clients.
+# Last, scale-out through Redis (about 40 s): reservations per second through one instance and through
+# three sharing a redis-server (24 keep-alive clients spread over them, each reservation deleted at
+# once), and the extra latency (p50/p99) of round trips and connects through an instance other than
+# the one that launched the session.
 bench: build
 	scripts/bench-peers
 	$(CARGO) build --release -p wsproxy-bench
@@ -91,6 +95,9 @@ bench: build
 	target/release/wsproxy-bench sessions --rounds 3 --launches 10 --reserve-conns 16 --reserve-secs 3 \
 		--proxy 'wsproxy=target/release/wsproxy --sessions {services} 127.0.0.1:{listen}' \
 		--json target/bench-sessions.json
+	target/release/wsproxy-bench cluster --rounds 3 --instances 3 --reserve-conns 24 --reserve-secs 3 \
+		--proxy 'wsproxy=target/release/wsproxy --sessions {services} 127.0.0.1:{listen}' \
+		--json target/bench-cluster.json
 
 install: build
 	install -D -m 0755 target/release/wsproxy $(DESTDIR)$(PREFIX)/bin/wsproxy

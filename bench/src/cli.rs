@@ -67,6 +67,23 @@ pub enum Command {
     ///     --proxy 'wsproxy=target/release/wsproxy --sessions {services} 127.0.0.1:{listen}'
     #[command(verbatim_doc_comment)]
     Sessions(Sessions),
+    /// Scale-out through Redis (`[sessions] store`): reservations per second through one wsproxy
+    /// instance and through --instances of them sharing a redis-server, and the extra latency of
+    /// a client that reaches a session through an instance other than the one that launched it.
+    ///
+    /// A redis-server is started for the run (on a free port; needs redis-server on PATH). Each
+    /// round starts, for each --proxy: one instance, then --instances instances, each set afresh
+    /// with a services file of its own on its own namespace of that Redis. Through each set,
+    /// --reserve-conns keep-alive clients (spread evenly over the instances) reserve for
+    /// --reserve-secs, each reservation deleted at once, so at most one per client is live. With
+    /// the bigger set, first: a session of `wsproxy-bench echo-server` launched by the first
+    /// instance; --connects connects to its first echo and --round-trips 32-byte round trips,
+    /// through the first instance and through the second (forwarded to the first), alternately.
+    /// Example (what `make bench` runs):
+    ///   wsproxy-bench cluster --rounds 3 \
+    ///     --proxy 'wsproxy=target/release/wsproxy --sessions {services} 127.0.0.1:{listen}'
+    #[command(verbatim_doc_comment)]
+    Cluster(Cluster),
     /// A minimal raw TCP relay (tokio copy_bidirectional, current_thread), used as a reference
     /// peer: --proxy 'raw-relay=target/release/wsproxy-bench relay 127.0.0.1:{listen} {ws-target}'
     #[command(hide = true)]
@@ -77,10 +94,13 @@ pub enum Command {
 }
 
 /// `wsproxy-bench echo-server PORT`: binds 127.0.0.1:PORT and echoes every connection until killed;
-/// the command the sessions scenario launches.
+/// the command the sessions and cluster scenarios launch.
 #[derive(Args)]
 pub struct EchoServer {
     pub port: u16,
+    /// Print `echo-server listening on 127.0.0.1:PORT` once listening (for PORT 0).
+    #[arg(long)]
+    pub announce: bool,
 }
 
 #[derive(Args)]
@@ -278,4 +298,43 @@ pub struct Sessions {
     /// Seconds the reservations run, per round.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=600))]
     pub reserve_secs: u64,
+}
+
+#[derive(Args)]
+pub struct Cluster {
+    /// The proxy, as NAME=COMMAND TEMPLATE (split with shell quoting rules): {listen} becomes the
+    /// port an instance listens on, on 127.0.0.1 (what the others forward to); {services} the
+    /// services file all instances of a set share (the Redis store and its namespace, an API
+    /// token, a service launching `wsproxy-bench echo-server` on a port the kernel chooses, and one
+    /// for the reservations). Repeat to compare builds; the target is judged for `wsproxy`.
+    #[arg(long = "proxy", value_name = "NAME=TEMPLATE", required = true, verbatim_doc_comment)]
+    pub proxies: Vec<ProxySpec>,
+
+    /// Rounds. Each round runs every proxy in the order given: one instance, then the bigger set.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rounds: u32,
+
+    /// Also write the results, every round included, as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+
+    /// Instances in the bigger set (compared with one).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(2..=16))]
+    pub instances: u64,
+
+    /// Keep-alive connections posting reservations at once, spread evenly over the instances.
+    #[arg(long, default_value_t = 24, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub reserve_conns: u64,
+
+    /// Seconds the reservations run, per set and round.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub reserve_secs: u64,
+
+    /// Connects (upgrade to the first echo) timed per path and round, after one that is not.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub connects: u64,
+
+    /// Round trips timed per path and round, after 200 that are not.
+    #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub round_trips: u64,
 }

@@ -4,13 +4,18 @@
 //! It binds 127.0.0.1:PORT and echoes every connection, a thread each, until it is killed
 //! (SIGTERM's default action). No runtime, no output: from exec to listening it does little
 //! more than the loader and one bind, so its start-up is short and steady, and what a launch
-//! through wsproxy adds on top of it stands out.
+//! through wsproxy adds on top of it stands out. With `--announce` (the cluster scenario, PORT 0:
+//! the kernel chooses) it then prints `ANNOUNCE 127.0.0.1:PORT` on stdout, the line a service's
+//! `target = { announce = ... }` waits for.
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::process::ExitCode;
 
 use crate::cli::EchoServer;
+
+/// What `--announce` prints before the address.
+pub const ANNOUNCE: &str = "echo-server listening on";
 
 pub fn main(args: &EchoServer) -> ExitCode {
     // std sets SO_REUSEADDR: a session's port is bound again right after its last command stopped.
@@ -21,6 +26,22 @@ pub fn main(args: &EchoServer) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if args.announce {
+        let addr = match listener.local_addr() {
+            Ok(addr) => addr,
+            Err(e) => {
+                eprintln!("echo-server: cannot read the address it listens on: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let mut stdout = std::io::stdout().lock();
+        if writeln!(stdout, "{ANNOUNCE} {addr}")
+            .and_then(|()| stdout.flush())
+            .is_err()
+        {
+            return ExitCode::FAILURE;
+        }
+    }
     for stream in listener.incoming() {
         // EMFILE and the like: the client sees its connection fail.
         let Ok(stream) = stream else { continue };

@@ -11,14 +11,18 @@
 //! - Scenarios: `throughput` (one connection, SIZE bytes each way), `rtt` (32-byte round trips
 //!   on 1 and on 64 connections), `connects` (connections per second, also through proxies
 //!   that route by token), `idle` (proxy memory per idle connection); `sessions` (wsproxy's
-//!   on-demand sessions: launch on first connect, reservations per second) runs on its own.
+//!   on-demand sessions: launch on first connect, reservations per second) and `cluster`
+//!   (instances sharing sessions through Redis: reservations per second through one and through
+//!   several, the extra latency of a client forwarded to the instance that launched its session)
+//!   run on their own; `reserve` is their reservation load.
 //! - `peer`: the baseline or a proxy, and the far end (TCP backend or WebSocket server) of a run.
 //! - `proxy`: `NAME=TEMPLATE` specs; starting a proxy, waiting until it listens, stopping it.
 //! - `relay`: a minimal raw TCP relay, run as a reference peer (`wsproxy-bench relay`).
-//! - `echo_server`: the command the sessions scenario launches (`wsproxy-bench echo-server`).
+//! - `echo_server`: the command the sessions and cluster scenarios launch (`wsproxy-bench
+//!   echo-server`).
 //! - `http_client`: a minimal HTTP/1.1 keep-alive client for the sessions API.
 //! - `tokens`: the token set and its sources (a token file, `redis_server`: a private Redis) for
-//!   the proxies that route by token.
+//!   the proxies that route by token; the cluster scenario's store is such a Redis too.
 //! - `echo`: echo servers (TCP and WebSocket) for the small-message scenarios.
 //! - `client`: the WebSocket client, hand-written framing (`raw`) or tokio-tungstenite.
 //! - `net`, `tls`: plain and TLS streams behind one type, for ws:// and wss:// runs.
@@ -33,6 +37,7 @@
 
 mod cli;
 mod client;
+mod cluster;
 mod connects;
 mod echo;
 mod echo_server;
@@ -48,6 +53,7 @@ mod proxy;
 mod redis_server;
 mod relay;
 mod report;
+mod reserve;
 mod rng;
 mod rtt;
 mod sessions;

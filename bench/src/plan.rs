@@ -4,7 +4,8 @@
 //! A proxy's failure in one scenario is noted under the table and the rest goes on; the
 //! baseline failing is fatal, since nothing could be compared with it. Token sources (the file,
 //! redis-server) are set up before the first round, when a `--token-proxy` needs them, and
-//! removed after the last. `sessions` (wsproxy's on-demand sessions) has its own module and table.
+//! removed after the last. `sessions` (wsproxy's on-demand sessions) and `cluster` (several instances
+//! sharing them through Redis) have their own modules and tables.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -17,7 +18,7 @@ use crate::peer::Peer;
 use crate::report::{Report, issue_goals};
 use crate::tls::Tls;
 use crate::tokens::{TokenSet, Tokens};
-use crate::{connects, idle, rtt, sessions, throughput};
+use crate::{cluster, connects, idle, rtt, sessions, throughput};
 
 #[derive(Default)]
 struct Plan {
@@ -60,6 +61,7 @@ pub async fn run(command: Command) -> Result<(), String> {
         }
         Command::Relay(_) | Command::EchoServer(_) => return Err("not a scenario".into()),
         Command::Sessions(args) => return sessions::run(args).await,
+        Command::Cluster(args) => return cluster::run(args).await,
         Command::All(args) => {
             let plan = Plan {
                 throughput: Some(throughput_options(&args.throughput, &args.common, None)),

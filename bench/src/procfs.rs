@@ -86,7 +86,8 @@ pub fn cpu(group: Option<i32>) -> Duration {
 /// `/proc/PID/stat` counts in USER_HZ, which Linux fixes at 100 for every architecture's ABI.
 const TICK: Duration = Duration::from_millis(10);
 
-fn process_cpu(pid: u32) -> Duration {
+/// CPU time (user + system) of one process, as `cpu` counts it.
+pub fn process_cpu(pid: u32) -> Duration {
     let live: u64 = std::fs::read_dir(format!("/proc/{pid}/task"))
         .into_iter()
         .flat_map(|tasks| tasks.flatten())

@@ -204,6 +204,12 @@ impl Proxy {
         }
     }
 
+    /// Whether the proxy's recent output (the last few KiB) has `text`.
+    pub fn said(&self, text: &str) -> bool {
+        let output = self.output.lock().unwrap_or_else(|e| e.into_inner());
+        String::from_utf8_lossy(&output).contains(text)
+    }
+
     /// Stops the proxy (SIGTERM to its group, SIGKILL after a grace period) and reaps it.
     pub async fn stop(mut self) -> Result<(), String> {
         self.stopped = true;

@@ -4,7 +4,8 @@
 //! system service, never a fixed port.
 //!
 //! The benchmark itself speaks just enough RESP to wait for PING and to write keys: one MSET
-//! with every token, in one write.
+//! with every token, in one write; and FLUSHDB, with which the cluster scenario empties it
+//! between measurements.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -76,6 +77,19 @@ impl RedisServer {
         match self.command(&args).await?.as_str() {
             "+OK" => Ok(()),
             other => Err(format!("redis-server answered MSET with {other}")),
+        }
+    }
+
+    /// Its process id, for its CPU time.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// Removes every key of its database.
+    pub async fn flush(&self) -> Result<(), String> {
+        match self.command(&[b"FLUSHDB"]).await?.as_str() {
+            "+OK" => Ok(()),
+            other => Err(format!("redis-server answered FLUSHDB with {other}")),
         }
     }
 
@@ -178,6 +192,9 @@ mod tests {
         server.set_all(&pairs).await.unwrap();
         assert_eq!(server.command(&[b"DBSIZE"]).await.unwrap(), ":1000");
         assert_eq!(server.command(&[b"STRLEN", b"k999"]).await.unwrap(), ":4");
+        assert!(server.pid().is_some());
+        server.flush().await.unwrap();
+        assert_eq!(server.command(&[b"DBSIZE"]).await.unwrap(), ":0");
         let addr = server.addr();
         server.stop().await;
         assert!(TcpStream::connect(addr).await.is_err(), "still listening on {addr}");

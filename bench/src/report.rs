@@ -155,6 +155,137 @@ pub const CPU_RESERVATION_PROXY: Kind = kind(
     1,
     Ratio::None,
 );
+/// The cluster scenario (`cluster`): reservations through one instance and through several
+/// sharing a Redis store (the bigger set's rows are ratios to one instance's), with the CPU time
+/// of the wsproxy instances and of redis-server per reservation.
+pub const CLUSTER_RESERVATIONS_ONE: Kind = kind(
+    "cluster_reservations_one",
+    "reservations, 1 instance",
+    "/s",
+    0,
+    Ratio::None,
+);
+pub const CLUSTER_RESERVATIONS_MANY: Kind = kind(
+    "cluster_reservations_many",
+    "reservations, more instances",
+    "/s",
+    0,
+    Ratio::Metric(CLUSTER_RESERVATIONS_ONE.key),
+);
+pub const CLUSTER_CPU_INSTANCES_ONE: Kind = kind(
+    "cluster_cpu_instances_one",
+    "wsproxy CPU per reservation, 1 instance",
+    "µs",
+    1,
+    Ratio::None,
+);
+pub const CLUSTER_CPU_INSTANCES_MANY: Kind = kind(
+    "cluster_cpu_instances_many",
+    "wsproxy CPU per reservation, more instances",
+    "µs",
+    1,
+    Ratio::Metric(CLUSTER_CPU_INSTANCES_ONE.key),
+);
+pub const CLUSTER_CPU_REDIS_ONE: Kind = kind(
+    "cluster_cpu_redis_one",
+    "redis-server CPU per reservation, 1 instance",
+    "µs",
+    1,
+    Ratio::None,
+);
+pub const CLUSTER_CPU_REDIS_MANY: Kind = kind(
+    "cluster_cpu_redis_many",
+    "redis-server CPU per reservation, more instances",
+    "µs",
+    1,
+    Ratio::Metric(CLUSTER_CPU_REDIS_ONE.key),
+);
+/// A running session's clients through the instance that launched it (the owner) and through
+/// another one (forwarded to the owner); `extra` is the other's minus the owner's, per round.
+pub const CLUSTER_RTT_OWNER_P50: Kind = kind(
+    "cluster_rtt_owner_p50",
+    "round trip via the owner, p50",
+    "µs",
+    1,
+    Ratio::None,
+);
+pub const CLUSTER_RTT_OWNER_P99: Kind = kind(
+    "cluster_rtt_owner_p99",
+    "round trip via the owner, p99",
+    "µs",
+    1,
+    Ratio::None,
+);
+pub const CLUSTER_RTT_OTHER_P50: Kind = kind(
+    "cluster_rtt_other_p50",
+    "round trip via another instance, p50",
+    "µs",
+    1,
+    Ratio::Metric(CLUSTER_RTT_OWNER_P50.key),
+);
+pub const CLUSTER_RTT_OTHER_P99: Kind = kind(
+    "cluster_rtt_other_p99",
+    "round trip via another instance, p99",
+    "µs",
+    1,
+    Ratio::Metric(CLUSTER_RTT_OWNER_P99.key),
+);
+pub const CLUSTER_RTT_EXTRA_P50: Kind = kind(
+    "cluster_rtt_extra_p50",
+    "round trip, extra when forwarded, p50",
+    "µs",
+    1,
+    Ratio::None,
+);
+pub const CLUSTER_RTT_EXTRA_P99: Kind = kind(
+    "cluster_rtt_extra_p99",
+    "round trip, extra when forwarded, p99",
+    "µs",
+    1,
+    Ratio::None,
+);
+pub const CLUSTER_CONNECT_OWNER_P50: Kind = kind(
+    "cluster_connect_owner_p50",
+    "connect → first echo via the owner, p50",
+    "ms",
+    3,
+    Ratio::None,
+);
+pub const CLUSTER_CONNECT_OWNER_P99: Kind = kind(
+    "cluster_connect_owner_p99",
+    "connect → first echo via the owner, p99",
+    "ms",
+    3,
+    Ratio::None,
+);
+pub const CLUSTER_CONNECT_OTHER_P50: Kind = kind(
+    "cluster_connect_other_p50",
+    "connect → first echo via another instance, p50",
+    "ms",
+    3,
+    Ratio::Metric(CLUSTER_CONNECT_OWNER_P50.key),
+);
+pub const CLUSTER_CONNECT_OTHER_P99: Kind = kind(
+    "cluster_connect_other_p99",
+    "connect → first echo via another instance, p99",
+    "ms",
+    3,
+    Ratio::Metric(CLUSTER_CONNECT_OWNER_P99.key),
+);
+pub const CLUSTER_CONNECT_EXTRA_P50: Kind = kind(
+    "cluster_connect_extra_p50",
+    "connect → first echo, extra when forwarded, p50",
+    "ms",
+    3,
+    Ratio::None,
+);
+pub const CLUSTER_CONNECT_EXTRA_P99: Kind = kind(
+    "cluster_connect_extra_p99",
+    "connect → first echo, extra when forwarded, p99",
+    "ms",
+    3,
+    Ratio::None,
+);
 pub const IDLE_TRIED: Kind = kind("idle_tried", "idle conns the fd limit allowed", "conns", 0, Ratio::None);
 pub const IDLE_HELD: Kind = kind("idle_held", "idle conns held", "conns", 0, Ratio::None);
 pub const IDLE_RSS: Kind = kind("idle_rss", "proxy RSS per idle conn", "KiB", 2, Ratio::None);
@@ -322,7 +453,7 @@ impl Report {
             Some(text) => out += &format!("{text}\n"),
             None => out += &format!("medians over the rounds; (ratio) = median / {baseline}'s median\n"),
         }
-        if self.metrics.iter().any(|m| matches!(m.kind.ratio, Ratio::Metric(_))) {
+        if self.metrics.iter().any(|m| m.kind.ratio == Ratio::Metric(CONNECTS.key)) {
             out += "  in the rows with a token plugin, (ratio) = median / the same proxy's median without tokens\n";
         }
         if self.metrics.iter().any(|m| m.kind.key.starts_with("cpu_")) {
@@ -525,6 +656,19 @@ pub fn sessions_goals() -> Vec<Goal> {
         fixed("launch overhead ≤ 20 ms", LAUNCH_OVERHEAD.key, 20.0, false),
         fixed("reservations ≥ 5000/s", RESERVATIONS.key, 5000.0, true),
     ]
+}
+
+/// The scale-out issue's target for the peer named `wsproxy` (`cluster` scenario): reservations
+/// through several instances sharing the store at least as many per second as through one.
+pub fn cluster_goals(instances: u64) -> Vec<Goal> {
+    vec![Goal {
+        text: format!("reservations through {instances} instances ≥ through 1 (ratio)"),
+        peer: "wsproxy".into(),
+        metric: CLUSTER_RESERVATIONS_MANY.key,
+        against: Against::Metric(CLUSTER_RESERVATIONS_ONE.key),
+        factor: 1.0,
+        at_least: true,
+    }]
 }
 
 fn pad_left(text: &str, width: usize) -> String {

@@ -23,7 +23,7 @@ use crate::stats::Latency;
 /// The message size: a keystroke or a mouse move in a remote desktop, a line in a terminal.
 pub const PAYLOAD: usize = 32;
 /// Round trips before the timed ones: the proxy and the echo allocate what they need.
-const WARMUP: usize = 200;
+pub const WARMUP: usize = 200;
 /// A round trip (or a connection) that takes longer fails the run.
 pub const TRIP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Reads of the small-message scenarios: plenty for 32-byte echoes.

@@ -11,9 +11,10 @@
 //!   next one gets the same index and port. One of each comes first, untimed (page cache, the
 //!   proxy's first allocations).
 //! - Reservations: `conns` HTTP/1.1 keep-alive clients post `{"service": "bulk"}` one request
-//!   after the other for `secs` seconds. The service's count is more than any run can reserve and
-//!   its reserve_timeout longer than the run, so nothing launches, expires or is refused; the rate
-//!   counts the 201s over the time until the last answer, and any other answer is an error.
+//!   after the other for `secs` seconds (`reserve`). The service's count is more than any run can
+//!   reserve and its reserve_timeout longer than the run, so nothing launches, expires or is
+//!   refused; the rate counts the 201s over the time until the last answer, and any other answer
+//!   is an error.
 //!
 //! Each round starts every proxy afresh with a services file of its own (the echo service's port
 //! is found free for that start), written in a scratch directory under target/ that is removed
@@ -27,12 +28,9 @@
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use tokio::task::JoinSet;
 use tokio::time::timeout;
 
 use crate::cli;
@@ -44,6 +42,7 @@ use crate::plan;
 use crate::procfs::CpuMark;
 use crate::proxy::{Proxy, ProxySpec, SERVICES, Upstream, free_port};
 use crate::report::{self, Report};
+use crate::reserve;
 use crate::rng::XorShift;
 use crate::rtt;
 use crate::stats::percentile;
@@ -61,8 +60,6 @@ const BULK_PER_SEC: u64 = 100_000;
 const LAUNCH_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the command started alone is tried.
 const ALONE_POLL: Duration = Duration::from_micros(200);
-/// A client stops after this many failed reservations; a broken proxy should not hold up the run.
-const MAX_FAILURES: u64 = 20;
 /// A rate that falls below this share of the first second's by the last second is noted.
 const FALL_NOTED: f64 = 0.8;
 
@@ -118,7 +115,7 @@ pub async fn run(args: cli::Sessions) -> Result<(), String> {
         bearer: format!("bench-{:016x}", XorShift::from_entropy().next_u64()),
         exe: std::env::current_exe().map_err(|e| format!("cannot find this program's path: {e}"))?,
     };
-    let scratch = Scratch::new()?;
+    let scratch = Scratch::new("sessions")?;
     let peers: Vec<Peer<'_>> = specs.iter().map(Peer::Proxy).collect();
     let (title, settings) = describe(&options);
     let mut report = Report::new(title.clone(), &peers, settings);
@@ -223,10 +220,18 @@ async fn measure_round(
         );
         launched_so_far.pairs.extend(launched);
 
-        let reserved = reservations(proxy.port(), proxy.group(), options)
-            .await
-            .map_err(|e| format!("reservations: {e}"))?;
-        let rate = reserved.done as f64 / reserved.elapsed.as_secs_f64();
+        let mark = CpuMark::now(Some(proxy.group()));
+        let load = reserve::Load {
+            ports: &[proxy.port()],
+            bearer: &options.bearer,
+            service: BULK,
+            conns: options.conns,
+            secs: options.secs,
+            free: false,
+        };
+        let reserved = reserve::run(&load).await.map_err(|e| format!("reservations: {e}"))?;
+        let proxy_cpu = mark.since().proxy;
+        let rate = reserved.rate();
         let by_second: Vec<String> = reserved.by_second.iter().map(|n| n.to_string()).collect();
         eprintln!(
             "  round {round}/{rounds}  {name:<12} reservations  {rate:>8.0} /s  ({} in {:.2} s, {} failed; each second: {})",
@@ -236,7 +241,7 @@ async fn measure_round(
             by_second.join(" ")
         );
         report.record(report::RESERVATIONS, name, rate);
-        let cpu_us = reserved.proxy_cpu.as_secs_f64() * 1e6 / reserved.done.max(1) as f64;
+        let cpu_us = proxy_cpu.as_secs_f64() * 1e6 / reserved.done.max(1) as f64;
         report.record(report::CPU_RESERVATION_PROXY, name, cpu_us);
         if let Some(e) = &reserved.first_error {
             report.note(format!(
@@ -330,7 +335,7 @@ async fn launch(port: u16, api: &mut Client) -> Result<Duration, String> {
 
 /// Connects to `path` (a session's token), sends 32 bytes as soon as the upgrade is answered, and
 /// returns the time from connecting to the first echoed byte; then checks the rest and closes.
-async fn first_echo(port: u16, path: &str) -> Result<Duration, String> {
+pub async fn first_echo(port: u16, path: &str) -> Result<Duration, String> {
     let payload = pattern().window(0, rtt::PAYLOAD);
     let start = Instant::now();
     let mut conn = Conn::open(port, path, None, rtt::SMALL_READ).await?;
@@ -406,104 +411,6 @@ impl Drop for Killed {
     }
 }
 
-#[derive(Default)]
-struct Count {
-    done: u64,
-    failed: u64,
-    reconnects: u64,
-    first_error: Option<String>,
-}
-
-struct Reserved {
-    done: u64,
-    failed: u64,
-    reconnects: u64,
-    first_error: Option<String>,
-    elapsed: Duration,
-    /// Reservations in each whole second of the run.
-    by_second: Vec<u64>,
-    proxy_cpu: Duration,
-}
-
-/// `options.conns` keep-alive clients reserving for `options.secs`.
-async fn reservations(port: u16, group: i32, options: &Options) -> Result<Reserved, String> {
-    let done = Arc::new(AtomicU64::new(0));
-    let mark = CpuMark::now(Some(group));
-    let start = Instant::now();
-    let deadline = start + options.secs;
-    let mut workers = JoinSet::new();
-    for _ in 0..options.conns {
-        workers.spawn(reserve(port, options.bearer.clone(), deadline, done.clone()));
-    }
-    let whole_seconds = options.secs.as_secs() as usize;
-    let mut by_second = Vec::with_capacity(whole_seconds);
-    let mut ticks = tokio::time::interval_at((start + Duration::from_secs(1)).into(), Duration::from_secs(1));
-    let mut counted = 0;
-    let mut total = Count::default();
-    loop {
-        tokio::select! {
-            joined = workers.join_next() => {
-                let Some(joined) = joined else { break };
-                let count = joined.map_err(|e| format!("a client failed: {e}"))?;
-                total.done += count.done;
-                total.failed += count.failed;
-                total.reconnects += count.reconnects;
-                total.first_error = total.first_error.or(count.first_error);
-            }
-            _ = ticks.tick(), if by_second.len() < whole_seconds => {
-                let now = done.load(Ordering::Relaxed);
-                by_second.push(now - counted);
-                counted = now;
-            }
-        }
-    }
-    let elapsed = start.elapsed();
-    let proxy_cpu = mark.since().proxy;
-    // The clients stop at the deadline: what came after the last tick is the last second's.
-    if by_second.len() < whole_seconds {
-        by_second.push(done.load(Ordering::Relaxed) - counted);
-    }
-    match (total.done, total.first_error) {
-        (0, Some(e)) => Err(format!("no reservation succeeded; the first error: {e}")),
-        (_, first_error) => Ok(Reserved {
-            done: total.done,
-            failed: total.failed,
-            reconnects: total.reconnects,
-            first_error,
-            elapsed,
-            by_second,
-            proxy_cpu,
-        }),
-    }
-}
-
-/// One client: reservation after reservation on one keep-alive connection until `deadline`.
-async fn reserve(port: u16, bearer: String, deadline: Instant, done: Arc<AtomicU64>) -> Count {
-    let mut client = Client::new(port, &bearer);
-    let request = client.request("POST", "/api/v1/sessions", Some(&format!(r#"{{"service": "{BULK}"}}"#)));
-    let mut count = Count::default();
-    while Instant::now() < deadline && count.failed < MAX_FAILURES {
-        match client.call(&request).await {
-            Ok(response) if response.status == 201 => {
-                count.done += 1;
-                done.fetch_add(1, Ordering::Relaxed);
-            }
-            Ok(response) => {
-                count.failed += 1;
-                count
-                    .first_error
-                    .get_or_insert_with(|| format!("answered {}: {}", response.status, response.excerpt()));
-            }
-            Err(e) => {
-                count.failed += 1;
-                count.first_error.get_or_insert(e);
-            }
-        }
-    }
-    count.reconnects = client.reconnects;
-    count
-}
-
 /// The table's title and the settings for the JSON file.
 fn describe(options: &Options) -> (String, serde_json::Value) {
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
@@ -532,25 +439,34 @@ fn describe(options: &Options) -> (String, serde_json::Value) {
     (title, settings)
 }
 
-/// The scratch directory (target/bench-sessions.PID) for the services files; removed when dropped.
-struct Scratch {
+/// A scratch directory (target/bench-NAME.PID) for services files and the like; removed when
+/// dropped.
+pub struct Scratch {
     dir: PathBuf,
 }
 
 impl Scratch {
-    fn new() -> Result<Scratch, String> {
-        let dir = tokens::scratch_dir().join(format!("bench-sessions.{}", std::process::id()));
+    pub fn new(name: &str) -> Result<Scratch, String> {
+        let dir = tokens::scratch_dir().join(format!("bench-{name}.{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         Ok(Scratch { dir })
     }
 
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Writes `text` to the file `name` in it.
+    pub fn write(&self, name: &str, text: &str) -> Result<PathBuf, String> {
+        let path = self.dir.join(name);
+        std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        Ok(path)
+    }
+
     /// Writes the services file `NAME.toml` for one start, with the echo service on `port`.
     fn services(&self, name: &str, options: &Options, port: u16) -> Result<PathBuf, String> {
-        let path = self.dir.join(format!("{name}.toml"));
-        std::fs::write(&path, services_text(options, port))
-            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-        Ok(path)
+        self.write(&format!("{name}.toml"), &services_text(options, port))
     }
 }
 

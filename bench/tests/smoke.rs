@@ -1,7 +1,7 @@
 //! A smoke run of `wsproxy-bench all`, seconds long: every scenario against the baseline and the
 //! built-in raw relay, plus wsproxy when a build of it is at hand, then with tokens (a small token
-//! file, and Redis when redis-server is installed); and of `wsproxy-bench sessions` through that
-//! wsproxy. It checks that the harness works end to end (table, targets, JSON, cleaning up), not
+//! file, and Redis when redis-server is installed); and of `wsproxy-bench sessions` and
+//! `wsproxy-bench cluster` through that wsproxy. It checks that the harness works end to end (table, targets, JSON, cleaning up), not
 //! any number: performance is judged by `make bench`.
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -222,6 +222,90 @@ fn the_sessions_scenario_runs_and_reports() {
     assert!(metric("launch_alone")["median"].as_f64().unwrap() > 0.0);
     assert!(metric("reservations")["median"].as_f64().unwrap() > 0.0);
     assert_eq!(report["targets"].as_array().unwrap().len(), 2, "{}", report["targets"]);
+    assert!(!scratch.exists(), "{} was left behind", scratch.display());
+    let left = echo_servers(bench);
+    assert!(left.is_empty(), "left running: {left:?}");
+}
+
+/// A smoke run of `wsproxy-bench cluster` (needs redis-server and a build of wsproxy): one round
+/// through one instance and through two sharing a redis-server, a few connects and round trips
+/// through the instance that launched the session and through the other; the rows, the target and
+/// the JSON are there, and nothing it started is left.
+#[test]
+fn the_cluster_scenario_runs_and_reports() {
+    let wsproxy = wsproxy();
+    redis_server_installed();
+    let bench = env!("CARGO_BIN_EXE_wsproxy-bench");
+    let json = std::env::temp_dir().join(format!("wsproxy-bench-cluster-smoke-{}.json", std::process::id()));
+    let child = Command::new(bench)
+        .args([
+            "cluster",
+            "--rounds",
+            "1",
+            "--instances",
+            "2",
+            "--reserve-conns",
+            "4",
+            "--reserve-secs",
+            "1",
+            "--connects",
+            "5",
+            "--round-trips",
+            "50",
+            "--json",
+        ])
+        .arg(&json)
+        .arg("--proxy")
+        .arg(format!(
+            "wsproxy={} --sessions {{services}} 127.0.0.1:{{listen}}",
+            wsproxy.display()
+        ))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run wsproxy-bench cluster");
+    let scratch = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../target/bench-cluster.{}", child.id()));
+    let output = child.wait_with_output().expect("wait for wsproxy-bench");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    for row in [
+        "reservations, 4 keep-alive conns, 1 instance (/s)",
+        "reservations, 4 keep-alive conns, 2 instances (/s)",
+        "redis-server CPU per reservation, 2 instances (µs)",
+        "round trip via another instance, p50 (µs)",
+        "round trip, extra when forwarded, p99 (µs)",
+        "connect → first echo via the owner, p50 (ms)",
+        "connect → first echo, extra when forwarded, p50 (ms)",
+        "reservations through 2 instances ≥ through 1 (ratio)",
+    ] {
+        assert!(stdout.contains(row), "no `{row}`:\n{stdout}");
+    }
+    assert!(!stdout.contains("failed"), "{stdout}\n{stderr}");
+    assert!(!stdout.contains("still taken"), "{stdout}\n{stderr}");
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let _ = std::fs::remove_file(&json);
+    let median = |key: &str| {
+        report["metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["key"] == key)
+            .unwrap_or_else(|| panic!("no {key} in {report}"))["peers"]["wsproxy"]["median"]
+            .as_f64()
+            .unwrap_or_else(|| panic!("no median of {key} in {report}"))
+    };
+    for key in [
+        "cluster_reservations_one",
+        "cluster_reservations_many",
+        "cluster_rtt_owner_p50",
+        "cluster_rtt_other_p99",
+        "cluster_connect_owner_p99",
+        "cluster_connect_other_p50",
+    ] {
+        assert!(median(key) > 0.0, "{key}: {}", median(key));
+    }
+    assert_eq!(report["targets"].as_array().unwrap().len(), 1, "{}", report["targets"]);
     assert!(!scratch.exists(), "{} was left behind", scratch.display());
     let left = echo_servers(bench);
     assert!(left.is_empty(), "left running: {left:?}");
