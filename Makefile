@@ -3,14 +3,15 @@
 CARGO ?= cargo
 PREFIX ?= /usr/local
 # COMMAND:PACKAGE (or :PACKAGE) pairs for scripts/need-apt, which installs what is missing: what the
-# cargo tests run (the C fixture, python3 -m http.server, openssl for certificates, netkit in.telnetd,
-# which listens by itself with -debug, vncserver, whose Xvnc needs the fixed font, redis-server for
+# cargo tests run (the C fixture, python3 -m http.server, openssl for certificates, a telnetd (the one
+# installed, netkit's in.telnetd or inetutils' telnetd, run by scripts/telnetd-once; telnetd-ssl only
+# when there is none, and inetutils-telnetd's libraries for the test that runs its unpacked copy), vncserver, whose Xvnc needs the fixed font, redis-server for
 # the TokenRedis tests, started by the tests themselves on loopback ports, QEMU, whose monitor a
 # sessions test opens on a UNIX socket, and promtool, from the large prometheus package, which checks
 # a scrape of --metrics). The browser
 # tests install their own list (tests/browser/run), as scripts/demo does.
 DEPS := cc:gcc nm:binutils python3:python3 openssl:openssl \
-	in.telnetd:telnetd-ssl vncserver:tigervnc-standalone-server :xfonts-base redis-server:redis-server \
+	'in.telnetd|telnetd:telnetd-ssl' :libkrb5-3 :libk5crypto3 :libcom-err2 :libtinfo6 vncserver:tigervnc-standalone-server :xfonts-base redis-server:redis-server \
 	qemu-system-x86_64:qemu-system-x86 promtool:prometheus
 
 .PHONY: all build web test deps fmt-check clippy unit-and-e2e api-conformance browser-test bench install demo clean
@@ -24,9 +25,11 @@ build:
 web:
 	scripts/npm-ci web
 
-# Installs system packages the tests use, only when something is missing (CI runs on a clean clone).
+# Installs system packages the tests use, only when something is missing (CI runs on a clean clone),
+# and unpacks (never installs) inetutils-telnetd into target/debs/ for the test of that flavour.
 deps:
 	scripts/need-apt $(DEPS)
+	scripts/unpack-deb inetutils-telnetd target/debs/inetutils-telnetd
 
 fmt-check:
 	$(CARGO) fmt --all -- --check
