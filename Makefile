@@ -8,13 +8,14 @@ PREFIX ?= /usr/local
 # when there is none, and inetutils-telnetd's libraries for the test that runs its unpacked copy), vncserver, whose Xvnc needs the fixed font, redis-server for
 # the TokenRedis tests, started by the tests themselves on loopback ports, QEMU, whose monitor a
 # sessions test opens on a UNIX socket, and promtool, from the large prometheus package, which checks
-# a scrape of --metrics). The browser
+# a scrape of --metrics, and for make deb dpkg-shlibdeps, which computes the package's Depends,
+# and objcopy, which moves the debug info into the -dbgsym package). The browser
 # tests install their own list (tests/browser/run), as scripts/demo does.
 DEPS := cc:gcc nm:binutils python3:python3 openssl:openssl \
 	'in.telnetd|telnetd:telnetd-ssl' :libkrb5-3 :libk5crypto3 :libcom-err2 :libtinfo6 vncserver:tigervnc-standalone-server :xfonts-base redis-server:redis-server \
-	qemu-system-x86_64:qemu-system-x86 promtool:prometheus
+	qemu-system-x86_64:qemu-system-x86 promtool:prometheus dpkg-shlibdeps:dpkg-dev objcopy:binutils
 
-.PHONY: all build web test deps fmt-check clippy unit-and-e2e api-conformance browser-test bench install demo clean
+.PHONY: all build web test deps fmt-check clippy unit-and-e2e api-conformance browser-test deb deb-test bench install demo clean
 
 all: build web
 
@@ -50,7 +51,19 @@ api-conformance:
 browser-test: build
 	tests/browser/run
 
-test: deps fmt-check clippy unit-and-e2e api-conformance browser-test
+# The Debian package target/debian/wsproxy_VERSION-1_ARCH.deb (and its -dbgsym .ddeb) from the
+# release binaries: wsproxy, librebind.so, rebind, the pages with their npm packages, the units of
+# packaging/systemd/, a man page and bash/zsh/fish completions generated from the clap definition
+# (xtask). scripts/deb installs cargo-deb into target/tools/ the first time.
+deb: build web
+	scripts/deb
+
+# Installs the package with dpkg into an empty directory tree and runs a relay, wrap mode and
+# rebind from the installed files (scripts/test-deb). Reuses make build's binaries.
+deb-test: deb
+	scripts/test-deb
+
+test: deps fmt-check clippy unit-and-e2e api-conformance browser-test deb-test
 
 # Every scenario against websockify, websocat, socat and raw-relay (two raw TCP relays in front
 # of the in-process WebSocket server: what one more hop costs), then wss:// throughput. The
