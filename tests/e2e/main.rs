@@ -7,6 +7,7 @@ mod http;
 mod lifecycle;
 mod metrics;
 mod real_servers;
+mod recording;
 mod relay;
 mod sessions;
 mod tokens;
