@@ -3,17 +3,20 @@
 CARGO ?= cargo
 PREFIX ?= /usr/local
 # COMMAND:PACKAGE (or :PACKAGE) pairs for scripts/need-apt, which installs what is missing: what the
-# cargo tests run (the C fixture, python3 -m http.server, openssl for certificates, a telnetd (the one
-# installed, netkit's in.telnetd or inetutils' telnetd, run by scripts/telnetd-once; telnetd-ssl only
-# when there is none, and inetutils-telnetd's libraries for the test that runs its unpacked copy), vncserver, whose Xvnc needs the fixed font, redis-server for
-# the TokenRedis tests, started by the tests themselves on loopback ports, QEMU, whose monitor a
-# sessions test opens on a UNIX socket, and promtool, from the large prometheus package, which checks
-# a scrape of --metrics, and for make deb dpkg-shlibdeps, which computes the package's Depends,
-# and objcopy, which moves the debug info into the -dbgsym package). The browser
-# tests install their own list (tests/browser/run), as scripts/demo does.
+# cargo tests run (the C fixture, python3 -m http.server, openssl for certificates; a telnetd: the one
+# installed, netkit's in.telnetd or inetutils' telnetd, run by scripts/telnetd-once, and telnetd-ssl
+# only when there is none, plus inetutils-telnetd's libraries for the test that runs its unpacked copy;
+# vncserver, whose Xvnc needs the fixed font; redis-server for the TokenRedis tests, started by the
+# tests themselves on loopback ports; QEMU, whose monitor a sessions test opens on a UNIX socket;
+# promtool, from the large prometheus package, which checks a scrape of --metrics; asciinema, which
+# reads an --record-format asciicast recording back under util-linux's script for the terminal it
+# wants), and what make deb runs (dpkg-shlibdeps computes the package's Depends, objcopy moves the
+# debug info into the -dbgsym package). The browser tests install their own list (tests/browser/run),
+# as scripts/demo does.
 DEPS := cc:gcc nm:binutils python3:python3 openssl:openssl \
 	'in.telnetd|telnetd:telnetd-ssl' :libkrb5-3 :libk5crypto3 :libcom-err2 :libtinfo6 vncserver:tigervnc-standalone-server :xfonts-base redis-server:redis-server \
-	qemu-system-x86_64:qemu-system-x86 promtool:prometheus dpkg-shlibdeps:dpkg-dev objcopy:binutils
+	qemu-system-x86_64:qemu-system-x86 promtool:prometheus dpkg-shlibdeps:dpkg-dev objcopy:binutils \
+	asciinema:asciinema script:bsdutils
 
 .PHONY: all build web test deps fmt-check clippy unit-and-e2e api-conformance browser-test deb deb-test bench install demo clean
 

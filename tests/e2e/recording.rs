@@ -7,7 +7,7 @@ use nix::sys::signal::Signal;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::real_servers::{Telnet, require_telnetd, telnet_until, telnetd_once};
+use crate::real_servers::{Telnet, require, require_telnetd, telnet_until, telnetd_once};
 use crate::util::*;
 use crate::wrap::logged_group;
 
@@ -171,8 +171,23 @@ async fn asciicast_carries_split_characters_and_records_input() {
         .map(|(_, _, t)| t.as_str())
         .collect();
     assert_eq!(outputs[..2], ["caf", "é "], "{outputs:?}");
-    let raw = std::fs::read_to_string(recording_in(&dir.0, "term.")).unwrap();
+    let file = recording_in(&dir.0, "term.");
+    let raw = std::fs::read_to_string(&file).unwrap();
     assert!(raw.contains(r#"\u001b[1mbold"#) && raw.contains(r#"\"q\""#), "{raw}");
+
+    // asciinema itself reads it: `asciinema cat` prints the output events (it wants a terminal,
+    // which util-linux's script provides).
+    require("asciinema", "asciinema");
+    require("script", "bsdutils");
+    let cat = std::process::Command::new("timeout")
+        .args(["20", "script", "-qec"])
+        .arg(format!("asciinema cat {}", file.display()))
+        .arg("/dev/null")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(cat.status.success(), "asciinema cat: {cat:?}");
+    assert_eq!(String::from_utf8_lossy(&cat.stdout), want);
 }
 
 /// `--serve-recordings`: `/recordings/` lists the recordings as JSON and serves each; other names,
