@@ -236,7 +236,10 @@ async fn recordings_are_listed_and_served_only_by_name() {
     assert_eq!(list[0]["size"].as_u64(), Some(content.len() as u64));
 
     let (code, _, body) = http_get(proxy.addr, "GET", &format!("/recordings/{name}"), "").await;
-    assert_eq!((code, body), (200, content));
+    assert_eq!((code, &body), (200, &content));
+    let escaped = name.replace('.', "%2E");
+    let (code, _, body) = http_get(proxy.addr, "GET", &format!("/recordings/{escaped}"), "").await;
+    assert_eq!((code, body), (200, content), "{escaped}");
     for path in [
         "/recordings/secret.txt",
         "/recordings/s.99.cast",

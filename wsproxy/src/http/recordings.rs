@@ -11,7 +11,7 @@ use http::header::{self, HeaderValue};
 use http::{Method, StatusCode};
 use std::path::{Path, PathBuf};
 
-use crate::http::web::{Body, not_found, serve_file, sized_response, text_response};
+use crate::http::web::{Body, not_found, percent_decode, serve_file, sized_response, text_response};
 use crate::relay::recording::{Format, prefix_of};
 
 /// Where the listing lives; a `--web` directory of that name is hidden behind it.
@@ -49,15 +49,19 @@ impl Recordings {
                 .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
             return resp;
         }
-        let name = parts.uri.path().strip_prefix(PREFIX).unwrap_or_default();
-        if name.is_empty() {
+        let raw = parts.uri.path().strip_prefix(PREFIX).unwrap_or_default();
+        if raw.is_empty() {
             return self.listing().await;
         }
-        // Names are digits, dots and FILE's name: no escape decoding needed, and none accepted.
-        if Format::is_recording(&self.prefix, name).is_none() || name.contains('/') {
+        // Decoded (FILE's name may hold characters a URL escapes), then it must be FILE, a dot and
+        // digits: never a `/` or `..`, so the path stays in FILE's directory.
+        let Some(name) = percent_decode(raw).and_then(|bytes| String::from_utf8(bytes).ok()) else {
+            return not_found();
+        };
+        if Format::is_recording(&self.prefix, &name).is_none() || name.contains('/') {
             return not_found();
         }
-        let path = self.dir.join(name);
+        let path = self.dir.join(&name);
         match tokio::fs::symlink_metadata(&path).await {
             Ok(meta) if meta.is_file() => serve_file(&path, parts).await,
             _ => not_found(),

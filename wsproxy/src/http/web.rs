@@ -327,7 +327,7 @@ fn clean_path(raw: &str) -> Result<CleanPath, Reject> {
 }
 
 /// `%XX` → byte; `None` for a `%` not followed by two hex digits.
-fn percent_decode(s: &str) -> Option<Vec<u8>> {
+pub(crate) fn percent_decode(s: &str) -> Option<Vec<u8>> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
