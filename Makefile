@@ -3,18 +3,24 @@
 CARGO ?= cargo
 PREFIX ?= /usr/local
 # COMMAND:PACKAGE (or :PACKAGE) pairs for scripts/need-apt, which installs what is missing: what the
-# cargo tests run (the C fixture, python3 -m http.server, openssl for certificates, netkit in.telnetd,
-# which listens by itself with -debug, vncserver, whose Xvnc needs the fixed font, redis-server for
-# the TokenRedis tests, started by the tests themselves on loopback ports, QEMU, whose monitor a
-# sessions test opens on a UNIX socket, and promtool, from the large prometheus package, which checks
-# a scrape of --metrics, and sshd, which the placement tests start on loopback addresses as the
-# hosts a session's command is launched on over ssh). The browser
-# tests install their own list (tests/browser/run), as scripts/demo does.
+# cargo tests run (the C fixture, python3 -m http.server, openssl for certificates; a telnetd: the one
+# installed, netkit's in.telnetd or inetutils' telnetd, run by scripts/telnetd-once, and telnetd-ssl
+# only when there is none, plus inetutils-telnetd's libraries for the test that runs its unpacked copy;
+# vncserver, whose Xvnc needs the fixed font; redis-server for the TokenRedis tests, started by the
+# tests themselves on loopback ports; QEMU, whose monitor a sessions test opens on a UNIX socket;
+# promtool, from the large prometheus package, which checks a scrape of --metrics; sshd, which the
+# placement tests start on loopback addresses as the hosts a session's command is launched on over
+# ssh; asciinema, which
+# reads an --record-format asciicast recording back under util-linux's script for the terminal it
+# wants), and what make deb runs (dpkg-shlibdeps computes the package's Depends, objcopy moves the
+# debug info into the -dbgsym package). The browser tests install their own list (tests/browser/run),
+# as scripts/demo does.
 DEPS := cc:gcc nm:binutils python3:python3 openssl:openssl \
-	in.telnetd:telnetd-ssl vncserver:tigervnc-standalone-server :xfonts-base redis-server:redis-server \
-	qemu-system-x86_64:qemu-system-x86 promtool:prometheus sshd:openssh-server
+	'in.telnetd|telnetd:telnetd-ssl' :libkrb5-3 :libk5crypto3 :libcom-err2 :libtinfo6 vncserver:tigervnc-standalone-server :xfonts-base redis-server:redis-server \
+	qemu-system-x86_64:qemu-system-x86 promtool:prometheus dpkg-shlibdeps:dpkg-dev objcopy:binutils \
+	asciinema:asciinema script:bsdutils sshd:openssh-server
 
-.PHONY: all build web test deps fmt-check clippy unit-and-e2e api-conformance browser-test bench install demo clean
+.PHONY: all build web test deps fmt-check clippy unit-and-e2e api-conformance browser-test deb deb-test bench install demo clean
 
 all: build web
 
@@ -25,9 +31,11 @@ build:
 web:
 	scripts/npm-ci web
 
-# Installs system packages the tests use, only when something is missing (CI runs on a clean clone).
+# Installs system packages the tests use, only when something is missing (CI runs on a clean clone),
+# and unpacks (never installs) inetutils-telnetd into target/debs/ for the test of that flavour.
 deps:
 	scripts/need-apt $(DEPS)
+	scripts/unpack-deb inetutils-telnetd target/debs/inetutils-telnetd
 
 fmt-check:
 	$(CARGO) fmt --all -- --check
@@ -48,7 +56,19 @@ api-conformance:
 browser-test: build
 	tests/browser/run
 
-test: deps fmt-check clippy unit-and-e2e api-conformance browser-test
+# The Debian package target/debian/wsproxy_VERSION-1_ARCH.deb (and its -dbgsym .ddeb) from the
+# release binaries: wsproxy, librebind.so, rebind, the pages with their npm packages, the units of
+# packaging/systemd/, a man page and bash/zsh/fish completions generated from the clap definition
+# (xtask). scripts/deb installs cargo-deb into target/tools/ the first time.
+deb: build web
+	scripts/deb
+
+# Installs the package with dpkg into an empty directory tree and runs a relay, wrap mode and
+# rebind from the installed files (scripts/test-deb). Reuses make build's binaries.
+deb-test: deb
+	scripts/test-deb
+
+test: deps fmt-check clippy unit-and-e2e api-conformance browser-test deb-test
 
 # Every scenario against websockify, websocat, socat and raw-relay (two raw TCP relays in front
 # of the in-process WebSocket server: what one more hop costs), then wss:// throughput. The

@@ -13,6 +13,8 @@ import { chromium } from 'playwright-core';
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 export const WSPROXY = process.env.WSPROXY || path.join(ROOT, 'target/release/wsproxy');
 export const WEB = path.join(ROOT, 'web');
+// Runs the installed telnetd (netkit's or inetutils') for one connection on a port: `TELNETD_ONCE PORT`.
+export const TELNETD_ONCE = path.join(ROOT, 'scripts/telnetd-once');
 export const OUTPUT = path.join(ROOT, 'test-output/browser');
 export const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 

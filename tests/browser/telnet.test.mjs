@@ -1,11 +1,13 @@
-// telnet.html in headless Chromium: a login on the real netkit telnetd behind wsproxy (wrap mode), and the
+// telnet.html in headless Chromium: a login on the real telnetd behind wsproxy (wrap mode; the one installed,
+// through scripts/telnetd-once), and the
 // telnet negotiation checked byte by byte against a small server written here.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
+import path from 'node:path';
 import {
-  Cleanup, freePort, launchBrowser, openPage, screenshotPath, startWsproxy, waitForStatus, waitForTerminal,
-  waitUntil, WEB,
+  Cleanup, freePort, launchBrowser, openPage, screenshotPath, startWsproxy, TELNETD_ONCE, waitForStatus,
+  waitForTerminal, waitUntil, ROOT, WEB,
 } from './helpers.mjs';
 
 const IAC = 255, DONT = 254, DO = 253, WONT = 252, WILL = 251, SB = 250, SE = 240;
@@ -20,41 +22,49 @@ before(async () => {
 
 after(() => cleanup.run());
 
-test('telnet.html logs in on the real telnetd: login prompt, typing reaches the server', async () => {
-  const local = new Cleanup();
-  const context = await browser.newContext({ viewport: { width: 900, height: 500 } });
-  try {
-    const port = await freePort();
-    const { proc, origin } = await startWsproxy(local, [
-      '--wrap-mode=respawn', '--web', WEB, `127.0.0.1:${port}`, '--', 'in.telnetd', '-debug', String(port),
-    ], { name: 'telnetd' });
-    await proc.waitForOutput(/the wrapped command bound port/, 10000);
+// The telnetd installed, and GNU inetutils' telnetd as tests/browser/run unpacks it (scripts/unpack-deb;
+// never installed), which telnetd-once runs the inetd way.
+const INETUTILS_TELNETD = path.join(ROOT, 'target/debs/inetutils-telnetd/usr/sbin/telnetd');
+for (const [flavour, prefix] of [
+  ['the installed telnetd', []],
+  ['inetutils telnetd', ['env', `TELNETD=${INETUTILS_TELNETD}`]],
+]) {
+  test(`telnet.html logs in on ${flavour}: login prompt, typing reaches the server`, async () => {
+    const local = new Cleanup();
+    const context = await browser.newContext({ viewport: { width: 900, height: 500 } });
+    try {
+      const port = await freePort();
+      const { proc, origin } = await startWsproxy(local, [
+        '--wrap-mode=respawn', '--web', WEB, `127.0.0.1:${port}`, '--', ...prefix, TELNETD_ONCE, String(port),
+      ], { name: 'telnetd' });
+      await proc.waitForOutput(/the wrapped command bound port/, 10000);
 
-    const page = await openPage(context, `${origin}/telnet.html?autoconnect=1`);
-    await waitForStatus(page, 'connected');
-    await waitForTerminal(page, /login: *$/m, 15000);
-    const options = await page.evaluate(() => window.wsproxyTerminal.telnet.options);
-    assert.ok(options.server.includes('ECHO'), `telnetd echoes: ${JSON.stringify(options)}`);
-    assert.ok(options.client.includes('TTYPE') && options.client.includes('NAWS'), JSON.stringify(options));
+      const page = await openPage(context, `${origin}/telnet.html?autoconnect=1`);
+      await waitForStatus(page, 'connected');
+      await waitForTerminal(page, /login: *$/m, 15000);
+      const options = await page.evaluate(() => window.wsproxyTerminal.telnet.options);
+      assert.ok(options.server.includes('ECHO'), `telnetd echoes: ${JSON.stringify(options)}`);
+      assert.ok(options.client.includes('TTYPE') && options.client.includes('NAWS'), JSON.stringify(options));
 
-    // The user name is echoed by the server (not by the page), then login asks for the password.
-    await page.keyboard.type('wsproxy-nobody');
-    await page.keyboard.press('Enter');
-    const screen = await waitForTerminal(page, /Password: *$/m, 15000);
-    assert.match(screen, /login: wsproxy-nobody$/m);
-    await page.screenshot({ path: screenshotPath('telnet-login') });
+      // The user name is echoed by the server (not by the page), then login asks for the password.
+      await page.keyboard.type('wsproxy-nobody');
+      await page.keyboard.press('Enter');
+      const screen = await waitForTerminal(page, /Password: *$/m, 15000);
+      assert.match(screen, /login: wsproxy-nobody$/m);
+      await page.screenshot({ path: screenshotPath(prefix.length ? 'telnet-login-inetutils' : 'telnet-login') });
 
-    // A wrong password: login says so and asks again.
-    await page.keyboard.type('not-the-password');
-    await page.keyboard.press('Enter');
-    const after = await waitForTerminal(page, /Login incorrect/, 15000);
-    assert.doesNotMatch(after, /not-the-password/, 'the password must not be echoed');
-    assert.deepEqual(page.problems, []);
-  } finally {
-    await context.close();
-    await local.run();
-  }
-});
+      // A wrong password: login says so and asks again.
+      await page.keyboard.type('not-the-password');
+      await page.keyboard.press('Enter');
+      const after = await waitForTerminal(page, /Login incorrect/, 15000);
+      assert.doesNotMatch(after, /not-the-password/, 'the password must not be echoed');
+      assert.deepEqual(page.problems, []);
+    } finally {
+      await context.close();
+      await local.run();
+    }
+  });
+}
 
 /** A telnet server that records what the client negotiates and echoes what it types. */
 function startFakeTelnetd(cleanup) {

@@ -9,6 +9,7 @@ mod lifecycle;
 mod metrics;
 mod placement;
 mod real_servers;
+mod recording;
 mod relay;
 mod sessions;
 mod tokens;

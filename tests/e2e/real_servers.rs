@@ -1,5 +1,6 @@
-//! Wrap mode with real servers from Debian's packages (installed by `make deps`): netkit telnetd
-//! (`telnetd-ssl`, whose `in.telnetd -debug PORT` listens by itself and serves one connection) and
+//! Wrap mode with real servers from Debian's packages (installed by `make deps`): telnetd through
+//! `scripts/telnetd-once PORT`, which serves one connection with the telnetd installed (netkit's
+//! `in.telnetd -debug PORT`, or inetutils' telnetd the inetd way; both flavours are tested), and
 //! tigervnc's `vncserver`, which probes its port, starts Xvnc on both stacks and daemonizes.
 
 use std::os::unix::fs::PermissionsExt;
@@ -21,6 +22,38 @@ pub(crate) fn require(program: &str, package: &str) {
     let found = std::env::var_os("PATH")
         .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()));
     assert!(found, "{program} not found: run `make deps` (Debian package {package})");
+}
+
+/// `scripts/telnetd-once`: one telnet connection on a port, served by the telnetd installed.
+pub(crate) fn telnetd_once() -> String {
+    concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/telnetd-once").to_owned()
+}
+
+/// Fails with what to install when `scripts/telnetd-once` finds no telnetd.
+pub(crate) fn require_telnetd() {
+    let which = std::process::Command::new(telnetd_once())
+        .arg("--which")
+        .output()
+        .unwrap();
+    assert!(
+        which.status.success(),
+        "{}: run `make deps` (it installs telnetd-ssl when no telnetd is installed)",
+        String::from_utf8_lossy(&which.stderr).trim()
+    );
+}
+
+/// GNU inetutils' telnetd as `make deps` unpacks it (scripts/unpack-deb, never installed: it
+/// conflicts with telnetd-ssl), so that flavour is tested whichever one the machine has.
+fn unpacked_inetutils_telnetd() -> String {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../target/debs/inetutils-telnetd/usr/sbin/telnetd"
+    );
+    assert!(
+        std::path::Path::new(path).is_file(),
+        "{path} is missing: run `make deps` (scripts/unpack-deb inetutils-telnetd target/debs/inetutils-telnetd)"
+    );
+    path.to_owned()
 }
 
 const IAC: u8 = 255;
@@ -117,16 +150,33 @@ fn telnet_client_refuses_options_across_messages() {
     assert_eq!(t.text, b"h\xffi!");
 }
 
-/// Two sessions in a row through `--wrap-mode=respawn`: netkit telnetd serves one connection in
-/// `-debug` mode and exits, so the second session meets a respawned one. Each gets telnet's option
+/// Two sessions in a row through `--wrap-mode=respawn` with the telnetd installed: telnetd-once serves
+/// one connection and exits, so the second session meets a respawned one. Each gets telnet's option
 /// negotiation and a login prompt, and a typed user name reaches login (it asks for the password).
 #[tokio::test]
 async fn r3_real_telnetd_respawned_serves_two_sessions_in_a_row() {
-    require("in.telnetd", "telnetd-ssl");
+    require_telnetd();
+    telnetd_serves_two_sessions(&[]).await;
+}
+
+/// The same with GNU inetutils' telnetd, which does not listen by itself: telnetd-once accepts the
+/// connection and execs it with the socket as stdin and stdout, as inetd would.
+#[tokio::test]
+async fn r3_inetutils_telnetd_runs_the_inetd_way_under_telnetd_once() {
+    let inetutils = format!("TELNETD={}", unpacked_inetutils_telnetd());
+    telnetd_serves_two_sessions(&["env", &inetutils]).await;
+}
+
+/// `wsproxy --wrap-mode=respawn PORT -- [PREFIX...] scripts/telnetd-once PORT`, two logins in a row.
+async fn telnetd_serves_two_sessions(prefix: &[&str]) {
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     let port = port.to_string();
-    let mut proxy = Proxy::start(&["--wrap-mode=respawn", &listen, "--", "in.telnetd", "-debug", &port]);
+    let once = telnetd_once();
+    let mut args = vec!["--wrap-mode=respawn", &listen, "--"];
+    args.extend_from_slice(prefix);
+    args.extend_from_slice(&[&once, &port]);
+    let mut proxy = Proxy::start(&args);
     let _group = logged_group(&mut proxy);
     for round in 0..2 {
         proxy.wait_line("bound port", WAIT);

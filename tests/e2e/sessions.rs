@@ -527,21 +527,21 @@ fn a_bad_services_file_is_one_line_and_exit_64() {
     }
 }
 
-/// Real programs as session commands: netkit telnetd found through librebind.so (it binds the
-/// service's port, serves one connection and exits), and QEMU's monitor on a UNIX socket in the
-/// session's runtime directory.
+/// Real programs as session commands: the installed telnetd through scripts/telnetd-once, found
+/// through librebind.so (it binds the service's port, serves one connection and exits), and QEMU's
+/// monitor on a UNIX socket in the session's runtime directory.
 #[tokio::test]
 async fn real_telnetd_and_qemu_monitor_sessions() {
-    use crate::real_servers::{Telnet, require, telnet_until};
+    use crate::real_servers::{Telnet, require, require_telnetd, telnet_until, telnetd_once};
     use futures_util::SinkExt;
     use tokio_tungstenite::tungstenite::Message;
-    require("in.telnetd", "telnetd-ssl");
+    require_telnetd();
     require("qemu-system-x86_64", "qemu-system-x86");
     let services = r#"
 [[service]]
 name = "telnet"
 count = 2
-command = ["in.telnetd", "-debug", "{port}"]
+command = ["TELNETD_ONCE", "{port}"]
 port = "47400+{index}"
 target = "rebind"
 page = "telnet"
@@ -554,8 +554,9 @@ command = ["qemu-system-x86_64", "-machine", "none", "-nodefaults", "-display", 
            "-mon", "chardev=mon,mode=readline"]
 target = "unix:{runtime_dir}/monitor.sock"
 page = "serial"
-"#;
-    let f = start("start_timeout = 20", services);
+"#
+    .replace("TELNETD_ONCE", &telnetd_once());
+    let f = start("start_timeout = 20", &services);
     let addr = f.proxy.addr;
 
     let mine = reserve(addr, "alice-token", "telnet").await;

@@ -37,9 +37,21 @@ pub struct Cli {
     #[arg(long)]
     pub traffic: bool,
 
-    /// Record each session to FILE.<connection id> in noVNC's playback format
+    /// Record each session to FILE.<connection id> (noVNC's playback format), or FILE.<id>.cast
+    /// with --record-format asciicast
     #[arg(long, value_name = "FILE")]
     pub record: Option<PathBuf>,
+
+    /// Format of --record files: novnc (noVNC's playback, for desktops), asciicast (asciicast v2 of
+    /// what the target sent, for terminals: asciinema plays it), asciicast-with-input (also what the
+    /// client typed, passwords included)
+    #[arg(long, value_enum, default_value_t = RecordFormat::Novnc, requires = "record")]
+    pub record_format: RecordFormat,
+
+    /// List and serve the --record files at /recordings/ for web/replay.html (needs --web; behind
+    /// --web-auth like the pages)
+    #[arg(long, requires_all = ["record", "web"])]
+    pub serve_recordings: bool,
 
     /// Become a daemon (background process)
     #[arg(short = 'D', long)]
@@ -261,4 +273,11 @@ pub enum WrapMode {
     Exit,
     Ignore,
     Respawn,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RecordFormat {
+    Novnc,
+    Asciicast,
+    AsciicastWithInput,
 }

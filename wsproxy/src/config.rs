@@ -7,10 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::auth::Auth;
-use crate::cli::{Cli, SslVersion, WrapMode};
+use crate::cli::{Cli, RecordFormat, SslVersion, WrapMode};
+use crate::http::recordings::Recordings;
 use crate::http::web::StaticFiles;
 use crate::ops::metrics::{Metrics, Scope};
 use crate::relay;
+use crate::relay::recording::{Format, Record};
 use crate::route::{Plugin, Route, TokenFrom, TokenRoute};
 use crate::sessions::manager::Manager;
 use crate::tls::{self, MinTlsVersion, ServerTls};
@@ -108,7 +110,10 @@ pub struct Config {
     pub ssl_only: bool,
     pub target_tls: Option<Arc<rustls::ClientConfig>>,
     pub web: Option<StaticFiles>,
-    pub record: Option<PathBuf>,
+    /// `--record FILE --record-format F`.
+    pub record: Option<Record>,
+    /// `--serve-recordings`: `/recordings/` lists and serves the `--record` files (with `--web`).
+    pub recordings: Option<Recordings>,
     pub traffic: bool,
     pub daemon: bool,
     pub run_once: bool,
@@ -360,6 +365,10 @@ impl TryFrom<Cli> for Config {
         if cli.max_connections == Some(0) {
             return Err("--max-connections must be at least 1".into());
         }
+        let recordings = match (&cli.record, cli.serve_recordings) {
+            (Some(base), true) => Some(Recordings::new(&absolute(base)?)?),
+            _ => None,
+        };
         let seconds = |n: u64| (n > 0).then(|| Duration::from_secs(n));
         Ok(Config {
             listen,
@@ -377,7 +386,21 @@ impl TryFrom<Cli> for Config {
             ssl_only: cli.ssl_only,
             target_tls,
             web,
-            record: cli.record.as_deref().map(absolute).transpose()?,
+            record: cli
+                .record
+                .as_deref()
+                .map(|base| {
+                    Ok::<_, String>(Record {
+                        base: absolute(base)?,
+                        format: match cli.record_format {
+                            RecordFormat::Novnc => Format::Novnc,
+                            RecordFormat::Asciicast => Format::Asciicast { input: false },
+                            RecordFormat::AsciicastWithInput => Format::Asciicast { input: true },
+                        },
+                    })
+                })
+                .transpose()?,
+            recordings,
             traffic: cli.traffic,
             daemon: cli.daemon,
             run_once: cli.run_once,

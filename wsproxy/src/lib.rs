@@ -11,8 +11,10 @@
 //!   `autocert`: `--cert auto`'s self-signed certificate, made once and kept.
 //! - `http/`: one connection's HTTP side: `session` (TLS detection, hyper: upgrade, static
 //!   files, 405, then the relay), `handshake` (the upgrade rules: websockify's `binary`
-//!   subprotocol rule, lenient), `forward` (another instance's client of a session run here), `web` (`--web` files: no escape from the directory, no open
-//!   redirect), `reject` (a refused request's one-line answer).
+//!   subprotocol rule, lenient), `forward` (another instance's client of a session run here),
+//!   `web` (`--web` files: no escape from the directory, no open redirect), `recordings`
+//!   (`--serve-recordings`: the `--record` files for `web/replay.html`), `reject` (a refused
+//!   request's one-line answer).
 //! - `gate`: between the request and the target: throttle, then `route`, then `auth`.
 //! - `route/`: the resolve step: the static target, or the one a token names (`TokenSource`,
 //!   one module per websockify token plugin: files, file names, HTTP APIs, JWT, Redis, sockets).
@@ -22,7 +24,8 @@
 //!   wrapped command's moved port).
 //! - `relay/`: the data path, one hand-polled future per session with backpressure both ways;
 //!   `frame` (the framing, pure functions), `buffer` (buffers only while data flows, pooled per
-//!   thread), `tap` (`--record` and `--traffic`).
+//!   thread), `tap` (`--record` and `--traffic`), `recording/` (`--record-format`: noVNC's playback
+//!   format, asciicast v2 with telnet's commands left out).
 //! - `wrap/`: wrap mode (`-- CMD ARGS`): `supervisor` starts, watches, respawns and stops the
 //!   command; `preload` finds librebind.so and builds its environment; `leftovers` finds daemons
 //!   that left its process group.

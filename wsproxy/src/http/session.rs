@@ -22,8 +22,8 @@ use tracing::{debug, info, warn};
 use crate::auth::Peer;
 use crate::config::MetricsAt;
 use crate::gate;
-use crate::http::handshake;
 use crate::http::web::{Body, text_response};
+use crate::http::{handshake, recordings};
 use crate::listener::Plain;
 use crate::ops::metrics::{Outcome, Refusal, Tally};
 use crate::relay::Relay;
@@ -298,7 +298,10 @@ async fn respond(
             return Ok(response);
         }
         let (parts, _body) = req.into_parts();
-        let response = web.respond(&parts).await;
+        let response = match &shared.config.recordings {
+            Some(recordings) if parts.uri.path().starts_with(recordings::PREFIX) => recordings.respond(&parts).await,
+            _ => web.respond(&parts).await,
+        };
         debug!("{} {} {}", parts.method, parts.uri, response.status().as_u16());
         return Ok(response);
     } else {
@@ -360,7 +363,7 @@ async fn relay(
     };
     info!("open: relaying to {named}");
     tally.outcome = Outcome::Relayed;
-    let tap = Tap::new(config.record.as_deref(), id, config.traffic).unwrap_or_else(|e| {
+    let tap = Tap::new(config.record.as_ref(), id, config.traffic).unwrap_or_else(|e| {
         warn!("cannot record this session: {e}");
         None
     });

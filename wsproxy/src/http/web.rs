@@ -236,7 +236,7 @@ pub fn text_response(status: StatusCode, text: &str) -> Response<Body> {
     resp
 }
 
-fn not_found() -> Response<Body> {
+pub(crate) fn not_found() -> Response<Body> {
     text_response(StatusCode::NOT_FOUND, "Not Found")
 }
 
@@ -283,7 +283,7 @@ fn redirect_to_dir(raw_last: &str, query: Option<&str>) -> Response<Body> {
     }
 }
 
-async fn serve_file(path: &Path, parts: &http::request::Parts) -> Response<Body> {
+pub(crate) async fn serve_file(path: &Path, parts: &http::request::Parts) -> Response<Body> {
     // ServeFile wants a whole request; it only reads method, URI and headers.
     let mut req = Request::new(Empty::<Bytes>::new());
     *req.method_mut() = parts.method.clone();
@@ -327,7 +327,7 @@ fn clean_path(raw: &str) -> Result<CleanPath, Reject> {
 }
 
 /// `%XX` → byte; `None` for a `%` not followed by two hex digits.
-fn percent_decode(s: &str) -> Option<Vec<u8>> {
+pub(crate) fn percent_decode(s: &str) -> Option<Vec<u8>> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

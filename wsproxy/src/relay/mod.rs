@@ -18,6 +18,7 @@ pub mod buffer;
 pub mod frame;
 #[cfg(test)]
 mod properties;
+pub mod recording;
 pub mod tap;
 
 use std::collections::VecDeque;
