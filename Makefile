@@ -7,11 +7,13 @@ PREFIX ?= /usr/local
 # which listens by itself with -debug, vncserver, whose Xvnc needs the fixed font, redis-server for
 # the TokenRedis tests, started by the tests themselves on loopback ports, QEMU, whose monitor a
 # sessions test opens on a UNIX socket, and promtool, from the large prometheus package, which checks
-# a scrape of --metrics). The browser
+# a scrape of --metrics, and systemd's systemd-socket-activate and systemd-analyze, which the
+# socket-activation tests start wsproxy with and rate the unit's sandbox; no systemd runs). The browser
 # tests install their own list (tests/browser/run), as scripts/demo does.
 DEPS := cc:gcc nm:binutils python3:python3 openssl:openssl \
 	in.telnetd:telnetd-ssl vncserver:tigervnc-standalone-server :xfonts-base redis-server:redis-server \
-	qemu-system-x86_64:qemu-system-x86 promtool:prometheus
+	qemu-system-x86_64:qemu-system-x86 promtool:prometheus \
+	systemd-socket-activate:systemd systemd-analyze:systemd
 
 .PHONY: all build web test deps fmt-check clippy unit-and-e2e api-conformance browser-test bench install demo clean
 

@@ -10,10 +10,11 @@ use crate::auth::Auth;
 use crate::cli::{Cli, SslVersion, WrapMode};
 use crate::http::web::StaticFiles;
 use crate::ops::metrics::{Metrics, Scope};
+use crate::ops::reload::{Live, LiveTls};
 use crate::relay;
 use crate::route::{Plugin, Route, TokenFrom, TokenRoute};
 use crate::sessions::manager::Manager;
-use crate::tls::{self, MinTlsVersion, ServerTls};
+use crate::tls::{self, MinTlsVersion, ServerTlsSource};
 
 /// Where wsproxy accepts connections.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,7 +101,8 @@ pub struct Config {
     /// ... and where they are served.
     pub metrics_at: Option<MetricsAt>,
     pub wrap: Option<Wrap>,
-    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// `--cert`: replaced by a reload (SIGHUP, or its files changing on disk).
+    pub tls: Option<LiveTls>,
     /// `--cert auto`: the certificate made or reused, for the start-up line.
     pub auto_cert: Option<crate::autocert::AutoCert>,
     pub ssl_only: bool,
@@ -118,6 +120,8 @@ pub struct Config {
     pub max_connections: Option<usize>,
     pub shutdown_grace: Duration,
     pub logging: Logging,
+    /// `--workers`: event loops, one per thread.
+    pub workers: usize,
 }
 
 /// Written by hand: key material and TLS internals stay out of logs.
@@ -167,7 +171,7 @@ fn plugins(cli: &Cli) -> Result<(Option<Route>, Option<Auth>), String> {
                 TokenFrom::Query
             },
             plugin,
-            lookup: plugin.open(&source, timeout)?,
+            lookup: Live::new(plugin.open(&source, timeout)?),
             source,
             timeout,
         })),
@@ -322,24 +326,24 @@ impl TryFrom<Cli> for Config {
             return Err("--key and --verify-client need --cert FILE".into());
         }
         let tls = match &cert {
-            Some(cert) => {
-                let key = cli.key.as_deref().map(absolute).transpose()?;
-                let client_ca = cli.cafile.as_deref().map(absolute).transpose()?;
-                Some(tls::server_config(&ServerTls {
-                    cert,
-                    key: key.as_deref(),
-                    key_password: cli.key_password.as_deref(),
-                    min_version: match cli.ssl_version {
-                        SslVersion::Default => MinTlsVersion::Default,
-                        SslVersion::Tlsv11 => MinTlsVersion::Tls11,
-                        SslVersion::Tlsv12 => MinTlsVersion::Tls12,
-                        SslVersion::Tlsv13 => MinTlsVersion::Tls13,
-                    },
-                    ciphers: cli.ssl_ciphers.as_deref(),
-                    client_ca: if cli.verify_client { client_ca.as_deref() } else { None },
-                    verify_client: cli.verify_client,
-                })?)
-            }
+            Some(cert) => Some(LiveTls::new(ServerTlsSource {
+                cert: cert.clone(),
+                key: cli.key.as_deref().map(absolute).transpose()?,
+                key_password: cli.key_password.clone(),
+                min_version: match cli.ssl_version {
+                    SslVersion::Default => MinTlsVersion::Default,
+                    SslVersion::Tlsv11 => MinTlsVersion::Tls11,
+                    SslVersion::Tlsv12 => MinTlsVersion::Tls12,
+                    SslVersion::Tlsv13 => MinTlsVersion::Tls13,
+                },
+                ciphers: cli.ssl_ciphers.clone(),
+                client_ca: if cli.verify_client {
+                    cli.cafile.as_deref().map(absolute).transpose()?
+                } else {
+                    None
+                },
+                verify_client: cli.verify_client,
+            })?),
             None => None,
         };
         let target_tls = if cli.ssl_target {
@@ -358,6 +362,18 @@ impl TryFrom<Cli> for Config {
         if cli.max_connections == Some(0) {
             return Err("--max-connections must be at least 1".into());
         }
+        let workers = match (cli.workers, &listen) {
+            (Some(0), _) => return Err("--workers must be at least 1".into()),
+            (Some(n), _) if n > MAX_WORKERS => {
+                return Err(format!("--workers {n} is too many: at most {MAX_WORKERS}"));
+            }
+            (Some(n), Listen::Inetd) if n > 1 => {
+                return Err("--inetd serves one socket from one event loop: leave out --workers".into());
+            }
+            (_, Listen::Inetd) => 1,
+            (Some(n), _) => n,
+            (None, _) => default_workers(),
+        };
         let seconds = |n: u64| (n > 0).then(|| Duration::from_secs(n));
         Ok(Config {
             listen,
@@ -395,8 +411,19 @@ impl TryFrom<Cli> for Config {
                 legacy_syslog: cli.legacy_syslog,
                 daemon: cli.daemon,
             },
+            workers,
         })
     }
+}
+
+/// Most `--workers` accepted (and the default's cap): past this, threads cost more than they give.
+const MAX_WORKERS: usize = 64;
+
+/// One event loop on up to 2 cores (measured: the kernel's share of the work is large, and a
+/// second loop only competes with it), else one per core, at most 16.
+fn default_workers() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    if cores <= 2 { 1 } else { cores.min(16) }
 }
 
 /// `--sessions FILE`: the services, librebind.so when a service needs it, the audit log.

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use arc_swap::ArcSwap;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -30,7 +31,9 @@ use crate::target::TargetStream;
 pub const KEEP_ENDED: Duration = Duration::from_secs(600);
 
 pub struct Manager {
-    pub services: Services,
+    /// The services file as last (re)loaded: new reservations use it; each live session keeps the
+    /// one it was reserved under.
+    services: ArcSwap<Services>,
     registry: Box<dyn Registry>,
     runtimes: Mutex<HashMap<String, Arc<Runtime>>>,
     /// librebind.so, for `target = "rebind"` services.
@@ -49,6 +52,8 @@ pub struct Manager {
 struct Runtime {
     id: String,
     token: String,
+    /// The services in force when it was reserved, and its service's index in them.
+    services: Arc<Services>,
     service: usize,
     clients: Mutex<u32>,
     /// Bumped whenever linger starts or ends, so an old linger timer does nothing.
@@ -89,7 +94,7 @@ impl Manager {
             .filter(|p| p.is_dir())
             .unwrap_or_else(std::env::temp_dir);
         Manager {
-            services,
+            services: ArcSwap::from_pointee(services),
             registry,
             runtimes: Mutex::default(),
             lib,
@@ -123,13 +128,32 @@ impl Manager {
                     .unwrap_or_else(std::sync::PoisonError::into_inner),
                 record.state,
             );
-            metrics.ondemand_moved(runtime.service, Some(before), record.state);
+            metrics.ondemand_moved(&record.service, Some(before), record.state);
         }
         updated
     }
 
-    pub fn service(&self, name: &str) -> Option<&Service> {
-        self.services.services.iter().find(|s| s.name == name)
+    /// The services as last (re)loaded.
+    pub fn services(&self) -> Arc<Services> {
+        self.services.load_full()
+    }
+
+    /// A reload: new reservations use `services`; live sessions keep what they were reserved under.
+    /// Refused (nothing changes) when a service needs librebind.so and none was found at start.
+    pub fn replace_services(&self, services: Services) -> Result<(), String> {
+        let needs_lib = services.services.iter().any(|s| matches!(s.target, TargetRule::Rebind));
+        if needs_lib && self.lib.is_none() {
+            return Err(
+                "a service now has target = \"rebind\", but librebind.so was not looked for at start: restart wsproxy"
+                    .into(),
+            );
+        }
+        self.services.store(Arc::new(services));
+        Ok(())
+    }
+
+    pub fn service(&self, name: &str) -> Option<Service> {
+        self.services().services.iter().find(|s| s.name == name).cloned()
     }
 
     fn runtimes(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Runtime>>> {
@@ -162,10 +186,11 @@ impl Manager {
             }
             refusal
         };
-        let Some(index) = self.services.services.iter().position(|s| s.name == service_name) else {
+        let services = self.services();
+        let Some(index) = services.services.iter().position(|s| s.name == service_name) else {
             return Err(refused(Refusal::UnknownService, "unknown service"));
         };
-        let service = &self.services.services[index];
+        let service = &services.services[index];
         if !admin && !may_use(service, groups) {
             return Err(refused(Refusal::Forbidden, "not in the service's groups"));
         }
@@ -188,7 +213,7 @@ impl Manager {
             token: random_text(32),
             secret: service.secret.map(|SecretKind::VncPassword| random_text(8)),
             options: chosen,
-            reserve_timeout: self.services.timing.reserve_timeout,
+            reserve_timeout: services.timing.reserve_timeout,
         };
         let record = match self.registry.reserve(service, new).await {
             Ok(record) => record,
@@ -205,6 +230,7 @@ impl Manager {
         let runtime = Arc::new(Runtime {
             id: record.id.clone(),
             token: record.token.clone(),
+            services: services.clone(),
             service: index,
             clients: Mutex::new(0),
             linger_generation: AtomicU64::new(0),
@@ -216,7 +242,7 @@ impl Manager {
             counted: Mutex::new(record.state),
         });
         if let Some(metrics) = &self.metrics {
-            metrics.ondemand_moved(index, None, record.state);
+            metrics.ondemand_moved(service_name, None, record.state);
         }
         self.runtimes().insert(record.id.clone(), runtime);
         self.audit.session(Kind::Reserve, &record, None);
@@ -226,7 +252,7 @@ impl Manager {
         );
         let manager = self.clone();
         let id = record.id.clone();
-        let timeout = self.services.timing.reserve_timeout;
+        let timeout = services.timing.reserve_timeout;
         self.tasks.spawn(async move {
             tokio::time::sleep(timeout).await;
             manager.expire(&id).await;
@@ -311,14 +337,14 @@ impl Manager {
 
     /// Launches the command, serves until it exits or is stopped, and records the end.
     async fn run(self: Arc<Self>, runtime: Arc<Runtime>) {
-        let service = &self.services.services[runtime.service];
-        let grace = self.services.timing.stop_grace;
+        let service = &runtime.services.services[runtime.service];
+        let grace = runtime.services.timing.stop_grace;
         runtime.launch.send_replace(Launch::Starting);
         let Some(record) = self.registry.get(&runtime.id).await else {
             return;
         };
         let runtime_dir = self.runtime_root.join(format!("wsproxy-session-{}", runtime.id));
-        let spec = match self.prepare(service, &record, &runtime_dir) {
+        let spec = match self.prepare(service, runtime.services.timing.start_timeout, &record, &runtime_dir) {
             Ok(spec) => spec,
             Err(reason) => {
                 self.failed(&runtime, reason, None).await;
@@ -349,7 +375,7 @@ impl Manager {
             took.as_millis()
         );
         if let Some(metrics) = &self.metrics {
-            metrics.ondemand_launched(runtime.service, took);
+            metrics.ondemand_launched(&service.name, took);
         }
         let ready = self.transition(&runtime, Some(Event::Ready), Box::new(|_| {})).await;
         if let Ok(record) = &ready {
@@ -380,7 +406,13 @@ impl Manager {
 
     /// The command line, environment and readiness rule of one session; makes its runtime
     /// directory (0700) and secret file (0600).
-    fn prepare(&self, service: &Service, record: &Record, dir: &std::path::Path) -> Result<Spec, String> {
+    fn prepare(
+        &self,
+        service: &Service,
+        start_timeout: Duration,
+        record: &Record,
+        dir: &std::path::Path,
+    ) -> Result<Spec, String> {
         std::fs::DirBuilder::new()
             .mode(0o700)
             .create(dir)
@@ -451,7 +483,7 @@ impl Manager {
             argv,
             env,
             ready,
-            start_timeout: self.services.timing.start_timeout,
+            start_timeout,
         })
     }
 
@@ -541,7 +573,7 @@ impl Manager {
             runtime.launch.send_replace(Launch::Failed(reason.to_owned()));
             self.finish(&runtime, Event::Stop, reason.to_owned(), None).await;
         }
-        let grace = self.services.timing.stop_grace + Duration::from_secs(5);
+        let grace = runtime.services.timing.stop_grace + Duration::from_secs(5);
         let _ = tokio::time::timeout(grace, runtime.done.cancelled()).await;
         Ok(())
     }
@@ -587,7 +619,7 @@ impl Manager {
             return;
         };
         let generation = runtime.linger_generation.fetch_add(1, Ordering::SeqCst) + 1;
-        let linger = self.services.timing.linger;
+        let linger = runtime.services.timing.linger;
         tokio::time::sleep(linger).await;
         if runtime.linger_generation.load(Ordering::SeqCst) == generation && self.client_count(runtime) == 0 {
             let _ = self.stop(&runtime.id, "the last client left").await;

@@ -127,8 +127,8 @@ fn host(headers: &HeaderMap) -> Option<&str> {
 ))]
 pub async fn list_services(State(manager): State<Arc<Manager>>, caller: Caller) -> Json<Vec<ServiceView>> {
     let records = manager.list().await;
-    let views = manager
-        .services
+    let services = manager.services();
+    let views = services
         .services
         .iter()
         .filter(|s| caller.admin || may_use(s, &caller.groups))
