@@ -60,6 +60,8 @@ test: deps fmt-check clippy unit-and-e2e api-conformance browser-test
 # make bench BENCH_ARGS='--size-mib 16 --rounds 1 --round-trips 1000 --rtt-secs 1 --connects-secs 1 --idle-conns 500'
 # Then what --metrics costs: connects and throughput of wsproxy with and without it, side by side
 # (wsproxy-metrics over wsproxy is the cost; the issue allows 3 %).
+# Then --workers: connects and round trips on 64 connections with 1 and with 2 event loops, side by
+# side (wsproxy-2-workers over wsproxy-1-worker is what a second core gives on this machine).
 # Last, wsproxy's on-demand sessions (about 15 s, whatever BENCH_ARGS says): launches of
 # `wsproxy-bench echo-server` on first connect, each next to a start of the same command alone
 # (the overhead is the difference), and reservations per second from 16 keep-alive API clients.
@@ -89,6 +91,14 @@ bench: build
 		--proxy 'wsproxy=target/release/wsproxy 127.0.0.1:{listen} {target}' \
 		--proxy 'wsproxy-metrics=target/release/wsproxy --metrics 127.0.0.1:0 127.0.0.1:{listen} {target}' \
 		--json target/bench-metrics-throughput.json
+	target/release/wsproxy-bench connects --rounds 5 \
+		--proxy 'wsproxy-1-worker=target/release/wsproxy --workers 1 127.0.0.1:{listen} {target}' \
+		--proxy 'wsproxy-2-workers=target/release/wsproxy --workers 2 127.0.0.1:{listen} {target}' \
+		--json target/bench-workers-connects.json
+	target/release/wsproxy-bench rtt --rounds 5 \
+		--proxy 'wsproxy-1-worker=target/release/wsproxy --workers 1 127.0.0.1:{listen} {target}' \
+		--proxy 'wsproxy-2-workers=target/release/wsproxy --workers 2 127.0.0.1:{listen} {target}' \
+		--json target/bench-workers-rtt.json
 	target/release/wsproxy-bench sessions --rounds 3 --launches 10 --reserve-conns 16 --reserve-secs 3 \
 		--proxy 'wsproxy=target/release/wsproxy --sessions {services} 127.0.0.1:{listen}' \
 		--json target/bench-sessions.json

@@ -13,4 +13,5 @@ mod sessions;
 mod systemd;
 mod tokens;
 mod util;
+mod workers;
 mod wrap;

@@ -57,15 +57,18 @@ fn activate(listen: &[String], env: &[(String, String)], argv: &[String]) -> Pro
 }
 
 #[tokio::test]
-async fn socket_activation_serves_a_tcp_and_a_unix_socket_at_once() {
+async fn socket_activation_serves_a_tcp_and_a_unix_socket_at_once_on_two_workers() {
     let dir = TempDir::new("systemd-activate");
     let echo = echo_target().await;
     let port = free_port();
     // Named on the command line for compatibility, not bound while systemd passes sockets.
     let named = free_port();
     let socket = dir.path("ws.sock");
+    // Two workers: both accept on their own handle of each passed socket.
     let argv = [
         env!("CARGO_BIN_EXE_wsproxy").to_owned(),
+        "--workers".to_owned(),
+        "2".to_owned(),
         format!("127.0.0.1:{named}"),
         echo.to_string(),
     ];
@@ -74,18 +77,25 @@ async fn socket_activation_serves_a_tcp_and_a_unix_socket_at_once() {
     // The first connection starts wsproxy, which then serves it.
     let (mut tcp, _) = ws_connect(proxy.addr, "").await;
     echo_once(&mut tcp, b"through the passed TCP socket").await;
+    for i in 0..8u8 {
+        let (mut more, _) = ws_connect(proxy.addr, "").await;
+        echo_once(&mut more, &[i; 4]).await;
+    }
     let line = proxy.wait_line("listening on", WAIT);
     assert!(
         line.contains(&format!("listening on 127.0.0.1:{port} and unix:{}", socket.display())),
         "{line}"
     );
-    let mut unix = ws_unix(&socket, "ws://localhost/websockify").await;
-    echo_once(&mut unix, b"through the passed UNIX socket").await;
+    for _ in 0..8 {
+        let mut unix = ws_unix(&socket, "ws://localhost/websockify").await;
+        echo_once(&mut unix, b"through the passed UNIX socket").await;
+    }
     assert!(
         TcpStream::connect(("127.0.0.1", named)).await.is_err(),
         "the command line's address was bound too"
     );
 
+    drop(tcp);
     proxy.signal(Signal::SIGTERM);
     assert!(proxy.wait_exit(WAIT).success());
     // systemd's socket: not wsproxy's to remove.

@@ -719,6 +719,22 @@ mod tests {
     }
 
     #[test]
+    fn workers_are_checked() {
+        assert_eq!(config(&["--workers", "3", "6080", "h:1"]).unwrap().workers, 3);
+        let default = config(&["6080", "h:1"]).unwrap().workers;
+        assert!((1..=16).contains(&default), "{default}");
+        assert_eq!(config(&["--inetd", "h:1"]).unwrap().workers, 1);
+        for (args, needle) in [
+            (&["--workers", "0", "6080", "h:1"][..], "at least 1"),
+            (&["--workers", "65", "6080", "h:1"], "too many"),
+            (&["--workers", "2", "--inetd", "h:1"], "--inetd"),
+        ] {
+            let err = config(args).err().unwrap_or_else(|| panic!("{args:?} was accepted"));
+            assert!(err.contains(needle), "{args:?}: {err}");
+        }
+    }
+
+    #[test]
     fn missing_files_are_config_errors() {
         let err = config(&["--cert", "/nonexistent/cert.pem", "6080", "h:1"]).unwrap_err();
         assert!(err.contains("/nonexistent/cert.pem"), "{err}");

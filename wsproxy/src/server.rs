@@ -170,7 +170,8 @@ pub async fn run(
     let reload = tokio::spawn({
         let shared = shared.clone();
         let stop = accept.stop.clone();
-        async move { crate::ops::reload::serve(&shared.config, stop).await }
+        let hangup = crate::ops::reload::hangup();
+        async move { crate::ops::reload::serve(&shared.config, hangup, stop).await }
     });
     crate::ops::systemd::ready();
 

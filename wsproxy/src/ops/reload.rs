@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use rustls::ServerConfig;
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -168,17 +169,21 @@ pub fn reload(config: &Config) -> Result<Vec<&'static str>, String> {
     Ok(done)
 }
 
-/// Until `stop`: reloads on SIGHUP (telling systemd, for `Type=notify-reload`), and loads the
-/// certificate again whenever its files change.
-pub async fn serve(config: &Config, stop: CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut hangup = match signal(SignalKind::hangup()) {
+/// SIGHUP, caught from now on (its default action ends the process). Taken before systemd hears
+/// READY=1, since a `systemctl reload` may follow at once.
+pub fn hangup() -> Option<Signal> {
+    match signal(SignalKind::hangup()) {
         Ok(hangup) => Some(hangup),
         Err(e) => {
             warn!("cannot watch SIGHUP, so no reload on it: {e}");
             None
         }
-    };
+    }
+}
+
+/// Until `stop`: reloads on `hangup` (telling systemd), and loads the certificate again whenever
+/// its files change.
+pub async fn serve(config: &Config, mut hangup: Option<Signal>, stop: CancellationToken) {
     let mut tick = tokio::time::interval(CERT_CHECK_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
