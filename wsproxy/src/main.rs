@@ -1,5 +1,6 @@
-//! The `wsproxy` command: parse, validate, bind, then serve on a single-threaded runtime
-//! (measured faster than a multi-threaded one on small machines: the work is the kernel's).
+//! The `wsproxy` command: parse, validate, bind (or take systemd's sockets), then serve on a
+//! single-threaded runtime (measured faster than a multi-threaded one on small machines: the work
+//! is the kernel's); with `--workers N`, `server` adds N-1 more, each on its own thread.
 
 use std::process::ExitCode;
 
