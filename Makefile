@@ -14,11 +14,13 @@ PREFIX ?= /usr/local
 # reads an --record-format asciicast recording back under util-linux's script for the terminal it
 # wants), and what make deb runs (dpkg-shlibdeps computes the package's Depends, objcopy moves the
 # debug info into the -dbgsym package). The browser tests install their own list (tests/browser/run),
-# as scripts/demo does.
+# as scripts/demo does. systemd's systemd-socket-activate and systemd-analyze start wsproxy in the
+# socket-activation tests and rate the unit's sandbox (no systemd runs).
 DEPS := cc:gcc nm:binutils python3:python3 openssl:openssl \
 	'in.telnetd|telnetd:telnetd-ssl' :libkrb5-3 :libk5crypto3 :libcom-err2 :libtinfo6 vncserver:tigervnc-standalone-server :xfonts-base redis-server:redis-server \
 	qemu-system-x86_64:qemu-system-x86 promtool:prometheus dpkg-shlibdeps:dpkg-dev objcopy:binutils \
-	asciinema:asciinema script:bsdutils sshd:openssh-server
+	asciinema:asciinema script:bsdutils sshd:openssh-server \
+	systemd-socket-activate:systemd systemd-analyze:systemd
 
 .PHONY: all build web test deps fmt-check clippy unit-and-e2e api-conformance browser-test deb deb-test bench install demo clean
 
@@ -79,7 +81,9 @@ test: deps fmt-check clippy unit-and-e2e api-conformance browser-test deb-test
 # make bench BENCH_ARGS='--size-mib 16 --rounds 1 --round-trips 1000 --rtt-secs 1 --connects-secs 1 --idle-conns 500'
 # Then what --metrics costs: connects and throughput of wsproxy with and without it, side by side
 # (wsproxy-metrics over wsproxy is the cost; the issue allows 3 %).
-# Then wsproxy's on-demand sessions (about 15 s, whatever BENCH_ARGS says): launches of
+# Then --workers: connects and round trips on 64 connections with 1 and with 2 event loops, side by
+# side (wsproxy-2-workers over wsproxy-1-worker is what a second core gives on this machine).
+# Last, wsproxy's on-demand sessions (about 15 s, whatever BENCH_ARGS says): launches of
 # `wsproxy-bench echo-server` on first connect, each next to a start of the same command alone
 # (the overhead is the difference), and reservations per second from 16 keep-alive API clients.
 # Last, scale-out through Redis (about 40 s): reservations per second through one instance and through
@@ -112,6 +116,14 @@ bench: build
 		--proxy 'wsproxy=target/release/wsproxy 127.0.0.1:{listen} {target}' \
 		--proxy 'wsproxy-metrics=target/release/wsproxy --metrics 127.0.0.1:0 127.0.0.1:{listen} {target}' \
 		--json target/bench-metrics-throughput.json
+	target/release/wsproxy-bench connects --rounds 5 \
+		--proxy 'wsproxy-1-worker=target/release/wsproxy --workers 1 127.0.0.1:{listen} {target}' \
+		--proxy 'wsproxy-2-workers=target/release/wsproxy --workers 2 127.0.0.1:{listen} {target}' \
+		--json target/bench-workers-connects.json
+	target/release/wsproxy-bench rtt --rounds 5 \
+		--proxy 'wsproxy-1-worker=target/release/wsproxy --workers 1 127.0.0.1:{listen} {target}' \
+		--proxy 'wsproxy-2-workers=target/release/wsproxy --workers 2 127.0.0.1:{listen} {target}' \
+		--json target/bench-workers-rtt.json
 	target/release/wsproxy-bench sessions --rounds 3 --launches 10 --reserve-conns 16 --reserve-secs 3 \
 		--proxy 'wsproxy=target/release/wsproxy --sessions {services} 127.0.0.1:{listen}' \
 		--json target/bench-sessions.json

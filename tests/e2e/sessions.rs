@@ -72,7 +72,7 @@ fn start(timing: &str, services: &str) -> Fixture {
 }
 
 /// Writes echo.py and services.toml (see `start`) into a new directory.
-fn prepare(timing: &str, services: &str) -> TempDir {
+pub(crate) fn prepare(timing: &str, services: &str) -> TempDir {
     let dir = TempDir::new("sessions");
     std::fs::write(dir.path("echo.py"), ECHO).unwrap();
     let echo = dir.path("echo.py");
@@ -114,7 +114,7 @@ pub(crate) async fn api(
     (code, head, json)
 }
 
-async fn reserve(addr: SocketAddr, token: &str, service: &str) -> serde_json::Value {
+pub(crate) async fn reserve(addr: SocketAddr, token: &str, service: &str) -> serde_json::Value {
     let (code, head, json) = api(
         addr,
         "POST",
@@ -153,7 +153,7 @@ async fn until_state(addr: SocketAddr, id: &str, state: &str) -> serde_json::Val
     }
 }
 
-async fn open(addr: SocketAddr, token: &str) -> Raw {
+pub(crate) async fn open(addr: SocketAddr, token: &str) -> Raw {
     let (raw, head) = Raw::upgrade_to(addr, &format!("/websockify?token={token}"), "").await;
     assert_eq!(status(&head), 101, "{head}");
     raw

@@ -29,12 +29,18 @@ pub struct Proxy {
 impl Proxy {
     /// Starts `wsproxy ARGS` and waits for its "listening on" line.
     pub fn start(args: &[&str]) -> Proxy {
-        let mut proxy = Proxy::spawn(args);
+        Proxy::spawn(args).started()
+    }
+
+    /// Waits for the "listening on" line and takes the (first) address from it.
+    pub fn started(self) -> Proxy {
+        let mut proxy = self;
         let line = proxy.wait_line("listening on ", WAIT);
         let addr = line
             .split("listening on ")
             .nth(1)
             .and_then(|rest| rest.split(',').next())
+            .and_then(|all| all.split(" and ").next())
             .and_then(|a| a.parse().ok())
             .unwrap_or_else(|| panic!("no address in {line:?}; stderr: {:?}", proxy.lines()));
         proxy.addr = addr;
@@ -48,9 +54,15 @@ impl Proxy {
 
     /// Starts `wsproxy ARGS` with the given stdin (a socket, for `--inetd`).
     pub fn spawn_with_stdin(args: &[&str], stdin: Stdio) -> Proxy {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_wsproxy"))
-            .args(args)
-            .stdin(stdin)
+        let mut command = Command::new(env!("CARGO_BIN_EXE_wsproxy"));
+        command.args(args).stdin(stdin);
+        Proxy::spawn_command(command)
+    }
+
+    /// Starts `command`, which runs wsproxy in its own process (`systemd-socket-activate`
+    /// execs it), collecting its stderr.
+    pub fn spawn_command(mut command: Command) -> Proxy {
+        let mut child = command
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

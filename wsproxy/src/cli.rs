@@ -255,6 +255,11 @@ pub struct Cli {
     /// Seconds sessions get to close cleanly on SIGINT/SIGTERM
     #[arg(long, value_name = "SECONDS", default_value_t = 5)]
     pub shutdown_grace: u64,
+
+    /// Event loops, one per thread, sharing the port (default: 1 on up to 2 cores, else one per
+    /// core, at most 16)
+    #[arg(long, value_name = "N")]
+    pub workers: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -11,11 +11,12 @@ use crate::cli::{Cli, RecordFormat, SslVersion, WrapMode};
 use crate::http::recordings::Recordings;
 use crate::http::web::StaticFiles;
 use crate::ops::metrics::{Metrics, Scope};
+use crate::ops::reload::{Live, LiveTls};
 use crate::relay;
 use crate::relay::recording::{Format, Record};
 use crate::route::{Plugin, Route, TokenFrom, TokenRoute};
 use crate::sessions::manager::Manager;
-use crate::tls::{self, MinTlsVersion, ServerTls};
+use crate::tls::{self, MinTlsVersion, ServerTlsSource};
 
 /// Where wsproxy accepts connections.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,7 +105,8 @@ pub struct Config {
     /// ... and where they are served.
     pub metrics_at: Option<MetricsAt>,
     pub wrap: Option<Wrap>,
-    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// `--cert`: replaced by a reload (SIGHUP, or its files changing on disk).
+    pub tls: Option<LiveTls>,
     /// `--cert auto`: the certificate made or reused, for the start-up line.
     pub auto_cert: Option<crate::autocert::AutoCert>,
     pub ssl_only: bool,
@@ -125,6 +127,8 @@ pub struct Config {
     pub max_connections: Option<usize>,
     pub shutdown_grace: Duration,
     pub logging: Logging,
+    /// `--workers`: event loops, one per thread.
+    pub workers: usize,
 }
 
 /// Written by hand: key material and TLS internals stay out of logs.
@@ -174,7 +178,7 @@ fn plugins(cli: &Cli) -> Result<(Option<Route>, Option<Auth>), String> {
                 TokenFrom::Query
             },
             plugin,
-            lookup: plugin.open(&source, timeout)?,
+            lookup: Live::new(plugin.open(&source, timeout)?),
             source,
             timeout,
         })),
@@ -329,24 +333,24 @@ impl TryFrom<Cli> for Config {
             return Err("--key and --verify-client need --cert FILE".into());
         }
         let tls = match &cert {
-            Some(cert) => {
-                let key = cli.key.as_deref().map(absolute).transpose()?;
-                let client_ca = cli.cafile.as_deref().map(absolute).transpose()?;
-                Some(tls::server_config(&ServerTls {
-                    cert,
-                    key: key.as_deref(),
-                    key_password: cli.key_password.as_deref(),
-                    min_version: match cli.ssl_version {
-                        SslVersion::Default => MinTlsVersion::Default,
-                        SslVersion::Tlsv11 => MinTlsVersion::Tls11,
-                        SslVersion::Tlsv12 => MinTlsVersion::Tls12,
-                        SslVersion::Tlsv13 => MinTlsVersion::Tls13,
-                    },
-                    ciphers: cli.ssl_ciphers.as_deref(),
-                    client_ca: if cli.verify_client { client_ca.as_deref() } else { None },
-                    verify_client: cli.verify_client,
-                })?)
-            }
+            Some(cert) => Some(LiveTls::new(ServerTlsSource {
+                cert: cert.clone(),
+                key: cli.key.as_deref().map(absolute).transpose()?,
+                key_password: cli.key_password.clone(),
+                min_version: match cli.ssl_version {
+                    SslVersion::Default => MinTlsVersion::Default,
+                    SslVersion::Tlsv11 => MinTlsVersion::Tls11,
+                    SslVersion::Tlsv12 => MinTlsVersion::Tls12,
+                    SslVersion::Tlsv13 => MinTlsVersion::Tls13,
+                },
+                ciphers: cli.ssl_ciphers.clone(),
+                client_ca: if cli.verify_client {
+                    cli.cafile.as_deref().map(absolute).transpose()?
+                } else {
+                    None
+                },
+                verify_client: cli.verify_client,
+            })?),
             None => None,
         };
         let target_tls = if cli.ssl_target {
@@ -368,6 +372,18 @@ impl TryFrom<Cli> for Config {
         let recordings = match (&cli.record, cli.serve_recordings) {
             (Some(base), true) => Some(Recordings::new(&absolute(base)?)?),
             _ => None,
+        };
+        let workers = match (cli.workers, &listen) {
+            (Some(0), _) => return Err("--workers must be at least 1".into()),
+            (Some(n), _) if n > MAX_WORKERS => {
+                return Err(format!("--workers {n} is too many: at most {MAX_WORKERS}"));
+            }
+            (Some(n), Listen::Inetd) if n > 1 => {
+                return Err("--inetd serves one socket from one event loop: leave out --workers".into());
+            }
+            (_, Listen::Inetd) => 1,
+            (Some(n), _) => n,
+            (None, _) => default_workers(),
         };
         let seconds = |n: u64| (n > 0).then(|| Duration::from_secs(n));
         Ok(Config {
@@ -421,12 +437,22 @@ impl TryFrom<Cli> for Config {
                 legacy_syslog: cli.legacy_syslog,
                 daemon: cli.daemon,
             },
+            workers,
         })
     }
 }
 
 /// How long a call to the shared session store may take before the API answers 503.
 const STORE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Most `--workers` accepted (and the default's cap): past this, threads cost more than they give.
+const MAX_WORKERS: usize = 64;
+
+/// One event loop on up to 2 cores (measured: the kernel's share of the work is large, and a
+/// second loop only competes with it), else one per core, at most 16.
+fn default_workers() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    if cores <= 2 { 1 } else { cores.min(16) }
+}
 
 /// `--sessions FILE`: the services, librebind.so when a service needs it, the audit log.
 fn sessions_manager(
@@ -727,6 +753,22 @@ mod tests {
         assert!(err.contains("--ssl-target"), "{err}");
         let err = config(&["6080", "h:1", "--", "telnetd"]).unwrap_err();
         assert!(err.contains("too many"), "{err}");
+    }
+
+    #[test]
+    fn workers_are_checked() {
+        assert_eq!(config(&["--workers", "3", "6080", "h:1"]).unwrap().workers, 3);
+        let default = config(&["6080", "h:1"]).unwrap().workers;
+        assert!((1..=16).contains(&default), "{default}");
+        assert_eq!(config(&["--inetd", "h:1"]).unwrap().workers, 1);
+        for (args, needle) in [
+            (&["--workers", "0", "6080", "h:1"][..], "at least 1"),
+            (&["--workers", "65", "6080", "h:1"], "too many"),
+            (&["--workers", "2", "--inetd", "h:1"], "--inetd"),
+        ] {
+            let err = config(args).err().unwrap_or_else(|| panic!("{args:?} was accepted"));
+            assert!(err.contains(needle), "{args:?}: {err}");
+        }
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //! - `cli`: the command line (clap), websockify's options and ours; nothing else sees clap.
 //! - `config`: turns the command line into a validated [`config::Config`] (exit 64 on mistakes).
 //! - `listener`: binds TCP, UNIX or inetd sockets before the runtime starts; accepts clients.
-//! - `server`: the accept loop, connection limit, stop conditions and the drain on shutdown.
+//! - `server`: the accept loops (one event loop per `--workers` thread), connection limit, stop
+//!   conditions and the drain on shutdown.
 //! - `tls`: rustls configuration for `--cert`/`--key`/`--verify-client` and `--ssl-target`;
 //!   `autocert`: `--cert auto`'s self-signed certificate, made once and kept.
 //! - `http/`: one connection's HTTP side: `session` (TLS detection, hyper: upgrade, static
@@ -37,8 +38,10 @@
 //! - `reloading`: a value read from files and read again when they change (token files, keys).
 //! - `redis_link`: the one Redis connection a part keeps (TokenRedis, the session store).
 //! - `logging`: stderr, `--log-file` and `--syslog` sinks.
-//! - `ops/`: what an operator watches: `metrics`, the Prometheus metrics of `--metrics` (one
-//!   registry of closed-label series, recorded at a few places along the path above).
+//! - `ops/`: what an operator watches and does: `metrics`, the Prometheus metrics of `--metrics`
+//!   (one registry of closed-label series, recorded at a few places along the path above);
+//!   `reload`, SIGHUP and changed certificate files (the parts read from files, swapped whole);
+//!   `systemd`, socket activation and sd_notify.
 #![forbid(unsafe_code)]
 
 pub mod auth;
@@ -61,11 +64,12 @@ pub mod tls;
 pub mod wrap;
 
 /// Serves until SIGINT or SIGTERM (or a lifecycle option, or in wrap mode the command) ends it.
-/// `api` and `metrics` are the listeners of `--api-listen` and `--metrics ADDR`.
+/// `bound` holds each worker's listeners (`listener::bind_workers`); `api` and `metrics` are the
+/// listeners of `--api-listen` and `--metrics ADDR`.
 /// Returns the exit code: 0, or under `--wrap-mode=exit` the command's.
 pub async fn run(
     config: config::Config,
-    bound: listener::Bound,
+    bound: Vec<Vec<listener::Bound>>,
     api: Option<listener::Bound>,
     metrics: Option<listener::Bound>,
 ) -> Result<u8, String> {

@@ -1,7 +1,11 @@
-//! Listening sockets: TCP, a UNIX socket, or the socket inetd/systemd hands over on stdin.
+//! Listening sockets: TCP, a UNIX socket, or the socket inetd/systemd hands over on stdin (or
+//! those systemd passes by socket activation, `ops::systemd`).
 //!
 //! Sockets are bound with std before the runtime exists, so `--daemon` can fork safely and a bind
-//! error is a start-up error (exit 64), then handed to tokio inside the runtime.
+//! error is a start-up error (exit 64), then handed to tokio inside the runtime. With several
+//! workers (`--workers`), each gets its own TCP socket on the same address (`SO_REUSEPORT`: the
+//! kernel spreads new connections over them); a UNIX or passed socket is shared, every worker
+//! accepting on its own handle of it.
 
 use std::io;
 use std::net::SocketAddr;
@@ -25,7 +29,12 @@ const BACKLOG: i32 = 1024;
 /// A bound socket, not yet registered with the runtime.
 pub enum Bound {
     Tcp(std::net::TcpListener),
-    Unix(std::os::unix::net::UnixListener, PathBuf),
+    Unix {
+        listener: std::os::unix::net::UnixListener,
+        path: PathBuf,
+        /// Ours to remove at exit (not one systemd or inetd passed).
+        remove: bool,
+    },
     /// inetd "nowait": stdin is one client connection, served and then wsproxy exits.
     Connection(OwnedFd),
 }
@@ -37,39 +46,93 @@ impl Bound {
             Bound::Tcp(l) => l
                 .local_addr()
                 .map_or_else(|e| format!("tcp (unknown address: {e})"), |a| a.to_string()),
-            Bound::Unix(_, path) => format!("unix:{}", path.display()),
+            Bound::Unix { path, .. } => format!("unix:{}", path.display()),
             Bound::Connection(_) => "the connection on stdin".into(),
         }
     }
 
-    /// Path to remove at exit, for UNIX sockets.
+    /// Path to remove at exit, for UNIX sockets wsproxy bound.
     pub fn socket_path(&self) -> Option<&Path> {
         match self {
-            Bound::Unix(_, path) => Some(path),
+            Bound::Unix { path, remove: true, .. } => Some(path),
             _ => None,
         }
     }
+
+    /// Another handle on the same socket, for another worker (never the one to remove at exit).
+    pub fn try_clone(&self) -> io::Result<Bound> {
+        Ok(match self {
+            Bound::Tcp(l) => Bound::Tcp(l.try_clone()?),
+            Bound::Unix { listener, path, .. } => Bound::Unix {
+                listener: listener.try_clone()?,
+                path: path.clone(),
+                remove: false,
+            },
+            Bound::Connection(fd) => Bound::Connection(fd.try_clone()?),
+        })
+    }
+}
+
+/// The listeners of `workers` event loops (`--workers`), one list each: for TCP a socket each,
+/// all bound to the same address with `SO_REUSEPORT`; otherwise one socket, shared.
+pub fn bind_workers(listen: &Listen, workers: usize) -> Result<Vec<Vec<Bound>>, String> {
+    let Listen::Tcp(addr) = listen else {
+        return share(vec![bind(listen)?], workers);
+    };
+    if workers <= 1 {
+        return Ok(vec![vec![bind(listen)?]]);
+    }
+    let first = bind_tcp(*addr, true).map_err(|e| tcp_error(*addr, &e))?;
+    // Port 0: the others join the port the kernel picked for the first.
+    let addr = first.local_addr().map_err(|e| tcp_error(*addr, &e))?;
+    let mut all = vec![vec![Bound::Tcp(first)]];
+    for _ in 1..workers {
+        let next = bind_tcp(addr, true).map_err(|e| tcp_error(addr, &e))?;
+        all.push(vec![Bound::Tcp(next)]);
+    }
+    Ok(all)
+}
+
+/// Sockets bound once (a UNIX socket, systemd's): every worker accepts on each.
+pub fn share(bound: Vec<Bound>, workers: usize) -> Result<Vec<Vec<Bound>>, String> {
+    let mut all = Vec::with_capacity(workers);
+    for _ in 1..workers.max(1) {
+        let copies = bound
+            .iter()
+            .map(Bound::try_clone)
+            .collect::<io::Result<Vec<Bound>>>()
+            .map_err(|e| format!("cannot share the listening socket between workers: {e}"))?;
+        all.push(copies);
+    }
+    all.insert(0, bound);
+    Ok(all)
+}
+
+fn tcp_error(addr: SocketAddr, e: &io::Error) -> String {
+    let hint = match e.kind() {
+        io::ErrorKind::AddrInUse => " (another program uses this port: pick another one or stop it)",
+        io::ErrorKind::PermissionDenied => " (ports below 1024 need root or CAP_NET_BIND_SERVICE)",
+        io::ErrorKind::AddrNotAvailable => " (that address is not on this machine)",
+        _ => "",
+    };
+    format!("cannot listen on {addr}: {e}{hint}")
 }
 
 pub fn bind(listen: &Listen) -> Result<Bound, String> {
     match listen {
-        Listen::Tcp(addr) => bind_tcp(*addr).map(Bound::Tcp).map_err(|e| {
-            let hint = match e.kind() {
-                io::ErrorKind::AddrInUse => " (another program uses this port: pick another one or stop it)",
-                io::ErrorKind::PermissionDenied => " (ports below 1024 need root or CAP_NET_BIND_SERVICE)",
-                io::ErrorKind::AddrNotAvailable => " (that address is not on this machine)",
-                _ => "",
-            };
-            format!("cannot listen on {addr}: {e}{hint}")
-        }),
+        Listen::Tcp(addr) => bind_tcp(*addr, false).map(Bound::Tcp).map_err(|e| tcp_error(*addr, &e)),
         Listen::Unix { path, mode } => bind_unix(path, *mode)
-            .map(|l| Bound::Unix(l, path.clone()))
+            .map(|listener| Bound::Unix {
+                listener,
+                path: path.clone(),
+                remove: true,
+            })
             .map_err(|e| format!("cannot listen on UNIX socket {}: {e}", path.display())),
         Listen::Inetd => from_stdin(),
     }
 }
 
-fn bind_tcp(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+fn bind_tcp(addr: SocketAddr, reuse_port: bool) -> io::Result<std::net::TcpListener> {
     let family = if addr.is_ipv4() {
         AddressFamily::Inet
     } else {
@@ -77,6 +140,9 @@ fn bind_tcp(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     };
     let fd = socket::socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)?;
     socket::setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+    if reuse_port {
+        socket::setsockopt(&fd, sockopt::ReusePort, &true)?;
+    }
     socket::bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &SockaddrStorage::from(addr))?;
     socket::listen(&fd, socket::Backlog::new(BACKLOG).unwrap_or(socket::Backlog::MAXCONN))?;
     Ok(std::net::TcpListener::from(fd))
@@ -115,10 +181,11 @@ fn from_stdin() -> Result<Bound, String> {
     let listening = socket::getsockopt(&fd, sockopt::AcceptConn).unwrap_or(false);
     match (listening, family) {
         (false, _) => Ok(Bound::Connection(fd)),
-        (true, Some(AddressFamily::Unix)) => Ok(Bound::Unix(
-            std::os::unix::net::UnixListener::from(fd),
-            PathBuf::from("(stdin)"),
-        )),
+        (true, Some(AddressFamily::Unix)) => Ok(Bound::Unix {
+            listener: std::os::unix::net::UnixListener::from(fd),
+            path: PathBuf::from("(stdin)"),
+            remove: false,
+        }),
         (true, _) => Ok(Bound::Tcp(std::net::TcpListener::from(fd))),
     }
 }
@@ -137,9 +204,9 @@ impl Listener {
                 l.set_nonblocking(true)?;
                 Listener::Tcp(TcpListener::from_std(l)?)
             }
-            Bound::Unix(l, _) => {
-                l.set_nonblocking(true)?;
-                Listener::Unix(UnixListener::from_std(l)?)
+            Bound::Unix { listener, .. } => {
+                listener.set_nonblocking(true)?;
+                Listener::Unix(UnixListener::from_std(listener)?)
             }
             Bound::Connection(fd) => {
                 let family = socket::getsockname::<SockaddrStorage>(std::os::fd::AsRawFd::as_raw_fd(&fd))?.family();

@@ -1,4 +1,5 @@
 //! Log output: stderr (not when daemonized), plus `--log-file` and `--syslog` as websockify offers.
+//! A reload (SIGHUP) opens `--log-file` again, so logrotate's `postrotate kill -HUP` works.
 //!
 //! Every formatted event is one line; each sink gets the whole line in one write, so lines from
 //! concurrent sessions never interleave and a syslog datagram is exactly one message.
@@ -7,7 +8,8 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::net::UdpSocket;
 use std::os::unix::net::UnixDatagram;
-use std::sync::{Arc, Mutex};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use tracing::{Level, Metadata};
 use tracing_subscriber::EnvFilter;
@@ -15,15 +17,37 @@ use tracing_subscriber::fmt::MakeWriter;
 
 use crate::config::Logging;
 
+/// `--log-file` as opened by `init`: a reload opens the path again (logrotate moved the old file
+/// away) and swaps the new file in; lines being written finish in the old one.
+static LOG_FILE: OnceLock<(PathBuf, Arc<Mutex<File>>)> = OnceLock::new();
+
+fn open_log(path: &Path) -> Result<File, String> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| format!("cannot open --log-file {}: {e}", path.display()))
+}
+
+/// A reload's first step: `--log-file` opened again (`None` without one), not yet in use.
+pub fn reopen() -> Option<Result<File, String>> {
+    LOG_FILE.get().map(|(path, _)| open_log(path))
+}
+
+/// A reload's last step: log lines go to `file` from now on.
+pub fn use_file(file: File) {
+    if let Some((_, current)) = LOG_FILE.get() {
+        *current.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = file;
+    }
+}
+
 pub fn init(config: &Logging) -> Result<(), String> {
     let file = match &config.file {
-        Some(path) => Some(Arc::new(Mutex::new(
-            OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .map_err(|e| format!("cannot open --log-file {}: {e}", path.display()))?,
-        ))),
+        Some(path) => {
+            let file = Arc::new(Mutex::new(open_log(path)?));
+            let _ = LOG_FILE.set((path.clone(), file.clone()));
+            Some(file)
+        }
         None => None,
     };
     let syslog = match &config.syslog {

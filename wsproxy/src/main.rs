@@ -1,11 +1,13 @@
-//! The `wsproxy` command: parse, validate, bind, then serve on a single-threaded runtime
-//! (measured faster than a multi-threaded one on small machines: the work is the kernel's).
+//! The `wsproxy` command: parse, validate, bind (or take systemd's sockets), then serve on a
+//! single-threaded runtime (measured faster than a multi-threaded one on small machines: the work
+//! is the kernel's); with `--workers N`, `server` adds N-1 more, each on its own thread.
 
 use std::process::ExitCode;
 
 use clap::Parser;
 use wsproxy::cli::Cli;
-use wsproxy::config::{Config, MetricsAt};
+use wsproxy::config::{Config, Listen, MetricsAt};
+use wsproxy::ops::systemd;
 use wsproxy::{listener, logging};
 
 /// Exit code for a configuration mistake (sysexits EX_USAGE).
@@ -29,10 +31,28 @@ fn main() -> ExitCode {
         Ok(config) => config,
         Err(msg) => return fail(&msg, EX_CONFIG),
     };
-    let bound = match listener::bind(&config.listen) {
+    // systemd's sockets, when it passed some, replace the listen address (see `ops::systemd`).
+    let activated = if config.listen == Listen::Inetd {
+        Ok(None)
+    } else {
+        systemd::listen_fds()
+    };
+    let bound = match activated {
+        Ok(Some(passed)) => listener::share(passed, config.workers),
+        Ok(None) => listener::bind_workers(&config.listen, config.workers),
+        Err(msg) => Err(msg),
+    };
+    let bound = match bound {
         Ok(bound) => bound,
         Err(msg) => return fail(&msg, EX_CONFIG),
     };
+    let described: Vec<String> = bound
+        .first()
+        .into_iter()
+        .flatten()
+        .map(listener::Bound::describe)
+        .collect();
+    let described = described.join(" and ");
     let api = match config.api_listen.as_ref().map(listener::bind).transpose() {
         Ok(api) => api,
         Err(msg) => return fail(&format!("--api-listen: {msg}"), EX_CONFIG),
@@ -44,14 +64,17 @@ fn main() -> ExitCode {
         },
         Some(MetricsAt::SamePort) | None => None,
     };
+    let workers = match config.workers {
+        1 => String::new(),
+        n => format!("; {n} workers"),
+    };
     eprintln!(
-        "wsproxy: listening on {}, relaying to {}",
-        bound.describe(),
+        "wsproxy: listening on {described}, relaying to {}{workers}",
         config.route
     );
     if let Some(auto) = &config.auto_cert {
         let made = if auto.made { "made" } else { "reused" };
-        let port = bound.describe().rsplit(':').next().unwrap_or_default().to_owned();
+        let port = described.rsplit(':').next().unwrap_or_default().to_owned();
         let host = auto.names.first().map_or("localhost", String::as_str);
         let host = if host.contains(':') {
             format!("[{host}]")

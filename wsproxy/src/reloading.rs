@@ -28,8 +28,8 @@ struct State<T> {
 }
 
 /// What the check compares: one entry per file (the source itself, or each file in it).
-#[derive(Debug, PartialEq, Eq)]
-struct Stamp(Vec<(PathBuf, u64, i64, i64, u64)>);
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stamp(Vec<(PathBuf, u64, i64, i64, u64)>);
 
 impl<T> Reloading<T> {
     /// Loads `path` now; failing to is a start-up error.
@@ -73,7 +73,8 @@ impl<T> Reloading<T> {
     }
 }
 
-fn stamp(path: &Path) -> std::io::Result<Stamp> {
+/// The size, modification time and inode of `path` (and of each file in it, for a directory).
+pub fn stamp(path: &Path) -> std::io::Result<Stamp> {
     let meta = std::fs::metadata(path)?;
     let entry = |path: PathBuf, m: &std::fs::Metadata| (path, m.len(), m.mtime(), m.mtime_nsec(), m.ino());
     if !meta.is_dir() {

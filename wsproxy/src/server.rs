@@ -1,9 +1,11 @@
 //! The accept loop, the limits around it, and the drain at the end.
 //!
-//! A permit is taken *before* `accept`, so past `--max-connections` new clients wait in the kernel's
-//! backlog instead of costing memory. Accept errors (EMFILE, ENFILE, ...) back off with a cap instead
-//! of spinning. On a stop (signal, `--run-once`, `--timeout`, `--idle-timeout`) the listener closes
+//! Past `--max-connections` each accept loop holds the one client it accepted last until a session
+//! ends, and new clients wait in the kernel's backlog instead of costing memory. Accept errors
+//! (EMFILE, ENFILE, ...) back off with a cap instead of spinning. On a stop (signal, `--run-once`, `--timeout`, `--idle-timeout`) the listener closes
 //! first, then every session is asked to close with 1001 and gets `--shutdown-grace` to do so.
+//! With `--workers N` the accept loops run on N threads, each with its own event loop; the
+//! connection limit, the stop and the drain are shared.
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -13,7 +15,6 @@ use std::time::Duration;
 
 use tokio::sync::{Semaphore, watch};
 use tokio::time::Instant;
-use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, info, info_span, warn};
@@ -40,7 +41,6 @@ pub struct Activity {
 /// What every connection task shares.
 pub struct Shared {
     pub config: Config,
-    pub tls: Option<TlsAcceptor>,
     /// Cancelled when the server stops: sessions close with 1001.
     pub cancel: CancellationToken,
     /// Wrap mode: the wrapped command's latest loopback address, published by the supervisor.
@@ -53,15 +53,15 @@ pub struct Shared {
 }
 
 /// With a shared session store: the address other instances forward this one's clients to.
-fn advertised(config: &Config, bound: &Bound) -> Result<Option<String>, String> {
-    if config.sessions.as_ref().is_none_or(|s| s.services.store.is_none()) {
+fn advertised(config: &Config, bound: Option<&Bound>) -> Result<Option<String>, String> {
+    if config.sessions.as_ref().is_none_or(|s| s.services().store.is_none()) {
         return Ok(None);
     }
     if let Some(advertise) = &config.advertise {
         return Ok(Some(advertise.clone()));
     }
     match bound {
-        Bound::Tcp(listener) => match listener.local_addr() {
+        Some(Bound::Tcp(listener)) => match listener.local_addr() {
             Ok(addr) if !addr.ip().is_unspecified() => Ok(Some(addr.to_string())),
             _ => Err("with a shared session store, --advertise HOST:PORT must say where other instances reach this one (it listens on every address)".into()),
         },
@@ -102,9 +102,12 @@ impl Shared {
 }
 
 /// Serves until `shutdown` resolves or a lifecycle option says to stop, then drains.
+/// `listeners` holds one list per worker (`--workers`): the first is served on this thread, each
+/// other on a thread of its own with its own event loop; all share `Shared`, the connection limit
+/// and the drain.
 pub async fn run(
     config: Config,
-    bound: Bound,
+    listeners: Vec<Vec<Bound>>,
     extra: Extra,
     wrapped: Option<WrappedAddr>,
     shutdown: impl Future<Output = ()>,
@@ -113,10 +116,12 @@ pub async fn run(
         api: api_bound,
         metrics: metrics_bound,
     } = extra;
-    let socket_path: Option<PathBuf> = bound.socket_path().map(Into::into);
-    let advertise = advertised(&config, &bound)?;
-    let single = matches!(bound, Bound::Connection(_));
-    let mut listener = Listener::register(bound).map_err(|e| format!("cannot use the listening socket: {e}"))?;
+    let advertise = advertised(&config, listeners.first().and_then(|l| l.first()))?;
+    let socket_paths: Vec<PathBuf> = listeners
+        .iter()
+        .flatten()
+        .filter_map(|b| b.socket_path().map(Into::into))
+        .collect();
     let max = config.max_connections.unwrap_or_else(default_max_connections);
     let grace = config.shutdown_grace;
     let (activity, watcher) = watch::channel(Activity {
@@ -129,7 +134,6 @@ pub async fn run(
     let api = sessions.clone().map(crate::sessions::api::router);
     let api_elsewhere = api_bound.is_some();
     let shared = Arc::new(Shared {
-        tls: config.tls.clone().map(TlsAcceptor::from),
         config,
         cancel: CancellationToken::new(),
         wrapped,
@@ -158,63 +162,55 @@ pub async fn run(
     if let (Some(sessions), Some(advertise)) = (&sessions, advertise) {
         sessions.start_cluster(advertise);
     }
-    let permits = Arc::new(Semaphore::new(max));
-    let tracker = TaskTracker::new();
-    let ids = AtomicU64::new(1);
-    let mut stop = std::pin::pin!(async {
-        tokio::select! {
-            () = shutdown => info!("stopping: closing sessions (grace {grace:?})"),
-            () = stop_rules => {},
-            () = api_shutdown => info!("stopping (asked through the API): closing sessions (grace {grace:?})"),
-        }
-    });
-    let mut backoff = MIN_BACKOFF;
-
-    loop {
-        let permit = tokio::select! {
-            biased;
-            () = &mut stop => break,
-            permit = permits.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => break,
-            },
-        };
-        let accepted = tokio::select! {
-            biased;
-            () = &mut stop => break,
-            accepted = listener.accept() => accepted,
-        };
-        match accepted {
-            Ok(Some((stream, peer))) => {
-                backoff = MIN_BACKOFF;
-                let id = ids.fetch_add(1, Ordering::Relaxed);
-                let span = info_span!("conn", id, peer = %peer);
-                tracker.spawn(session::serve(shared.clone(), stream, id, permit).instrument(span));
-            }
-            Ok(None) => {
-                // inetd handed over one connection: serve it to the end (or until a signal).
-                tracker.close();
-                tokio::select! {
-                    () = &mut stop => {},
-                    () = tracker.wait() => {},
-                }
-                break;
-            }
-            Err(e) => {
-                warn!("accept failed: {e}; retrying in {backoff:?}");
-                tokio::select! {
-                    () = &mut stop => break,
-                    () = tokio::time::sleep(backoff) => {},
-                }
-                backoff = (backoff * 2).min(MAX_BACKOFF);
-            }
-        }
+    let many = listeners.len() > 1;
+    let accept = Accept {
+        shared: shared.clone(),
+        permits: Arc::new(Semaphore::new(max)),
+        tracker: TaskTracker::new(),
+        ids: Arc::new(AtomicU64::new(1)),
+        stop: CancellationToken::new(),
+    };
+    // Cancelled once the drain is over: the other workers' event loops end.
+    let done = CancellationToken::new();
+    let mut lists = listeners.into_iter();
+    let mut loops = tokio::task::JoinSet::new();
+    for bound in lists.next().unwrap_or_default() {
+        let listener = Listener::register(bound).map_err(|e| format!("cannot use the listening socket: {e}"))?;
+        loops.spawn(accept.clone().serve(listener, many.then_some(0)));
     }
+    let mut threads = Vec::new();
+    for (index, list) in lists.enumerate() {
+        let worker = index + 1;
+        let (accept, done) = (accept.clone(), done.clone());
+        let thread = std::thread::Builder::new()
+            .name(format!("wsproxy-worker-{worker}"))
+            .spawn(move || worker_thread(accept, list, worker, &done))
+            .map_err(|e| format!("cannot start worker {worker}: {e}"))?;
+        threads.push(thread);
+    }
+    let reload = tokio::spawn({
+        let shared = shared.clone();
+        let stop = accept.stop.clone();
+        let hangup = crate::ops::reload::hangup();
+        async move { crate::ops::reload::serve(&shared.config, hangup, stop).await }
+    });
+    crate::ops::systemd::ready();
 
-    drop(listener);
-    if let Some(path) = socket_path.filter(|_| !single) {
+    tokio::select! {
+        () = shutdown => info!("stopping: closing sessions (grace {grace:?})"),
+        () = stop_rules => {},
+        () = api_shutdown => info!("stopping (asked through the API): closing sessions (grace {grace:?})"),
+        // Only an inetd connection's loop ends by itself: its one connection was served.
+        Some(_) = loops.join_next() => {},
+    }
+    crate::ops::systemd::stopping();
+    accept.stop.cancel();
+    while loops.join_next().await.is_some() {}
+    let _ = reload.await;
+    for path in socket_paths {
         let _ = std::fs::remove_file(path);
     }
+    let tracker = &accept.tracker;
     tracker.close();
     shared.cancel.cancel();
     if let Some(sessions) = &sessions {
@@ -232,7 +228,100 @@ pub async fn run(
             tracker.len()
         );
     }
+    done.cancel();
+    for thread in threads {
+        let _ = thread.join();
+    }
     Ok(())
+}
+
+/// Worker `worker`'s thread: its own event loop accepting on `list` until the stop, then driving
+/// its sessions through the drain until `done`.
+fn worker_thread(accept: Accept, list: Vec<Bound>, worker: usize, done: &CancellationToken) {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => return warn!("worker {worker}: cannot start its event loop: {e}"),
+    };
+    runtime.block_on(async {
+        let mut loops = tokio::task::JoinSet::new();
+        for bound in list {
+            match Listener::register(bound) {
+                Ok(listener) => {
+                    loops.spawn(accept.clone().serve(listener, Some(worker)));
+                }
+                Err(e) => warn!("worker {worker}: cannot use the listening socket: {e}"),
+            }
+        }
+        while loops.join_next().await.is_some() {}
+        done.cancelled().await;
+    });
+}
+
+/// What every accept loop shares, across workers.
+#[derive(Clone)]
+struct Accept {
+    shared: Arc<Shared>,
+    /// `--max-connections`, over all workers.
+    permits: Arc<Semaphore>,
+    /// Every connection task, for the drain.
+    tracker: TaskTracker,
+    ids: Arc<AtomicU64>,
+    /// Cancelled at the stop: listeners close.
+    stop: CancellationToken,
+}
+
+impl Accept {
+    /// Accepts on `listener` until the stop (or, for inetd's one connection, until it is served).
+    async fn serve(self, mut listener: Listener, worker: Option<usize>) {
+        let mut backoff = MIN_BACKOFF;
+        loop {
+            let accepted = tokio::select! {
+                biased;
+                () = self.stop.cancelled() => return,
+                accepted = listener.accept() => accepted,
+            };
+            match accepted {
+                Ok(Some((stream, peer))) => {
+                    backoff = MIN_BACKOFF;
+                    // Past the limit this loop holds the one client it accepted and takes no
+                    // other: the rest wait in the kernel's backlog. (A permit taken before
+                    // `accept` would sit idle in one worker while another's clients wait.)
+                    let permit = tokio::select! {
+                        biased;
+                        () = self.stop.cancelled() => return,
+                        permit = self.permits.clone().acquire_owned() => match permit {
+                            Ok(permit) => permit,
+                            Err(_) => return,
+                        },
+                    };
+                    let id = self.ids.fetch_add(1, Ordering::Relaxed);
+                    let span = info_span!("conn", id, peer = %peer, worker = tracing::field::Empty);
+                    if let Some(worker) = worker {
+                        span.record("worker", worker);
+                    }
+                    self.tracker
+                        .spawn(session::serve(self.shared.clone(), stream, id, permit).instrument(span));
+                }
+                Ok(None) => {
+                    // inetd handed over one connection: serve it to the end (or until a signal).
+                    self.tracker.close();
+                    tokio::select! {
+                        () = self.stop.cancelled() => {},
+                        () = self.tracker.wait() => {},
+                    }
+                    return;
+                }
+                Err(e) => {
+                    warn!("accept failed: {e}; retrying in {backoff:?}");
+                    tokio::select! {
+                        () = self.stop.cancelled() => return,
+                        () = tokio::time::sleep(backoff) => {},
+                    }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+    }
 }
 
 /// `--api-listen`: plain HTTP, the API only, until the server stops.

@@ -75,6 +75,45 @@ pub struct ServerTls<'a> {
     pub verify_client: bool,
 }
 
+/// [`ServerTls`] owned, kept so a reload (SIGHUP, a changed `--cert`) can build the configuration again.
+#[derive(Clone)]
+pub struct ServerTlsSource {
+    pub cert: PathBuf,
+    pub key: Option<PathBuf>,
+    pub key_password: Option<String>,
+    pub min_version: MinTlsVersion,
+    pub ciphers: Option<String>,
+    pub client_ca: Option<PathBuf>,
+    pub verify_client: bool,
+}
+
+impl ServerTlsSource {
+    pub fn borrowed(&self) -> ServerTls<'_> {
+        ServerTls {
+            cert: &self.cert,
+            key: self.key.as_deref(),
+            key_password: self.key_password.as_deref(),
+            min_version: self.min_version,
+            ciphers: self.ciphers.as_deref(),
+            client_ca: self.client_ca.as_deref(),
+            verify_client: self.verify_client,
+        }
+    }
+
+    /// Reads the files again and builds a new configuration.
+    pub fn load(&self) -> Result<Arc<ServerConfig>, String> {
+        server_config(&self.borrowed())
+    }
+
+    /// The files the configuration is read from (certificate, key, client CA), to watch.
+    pub fn files(&self) -> Vec<PathBuf> {
+        std::iter::once(self.cert.clone())
+            .chain(self.key.clone())
+            .chain(self.client_ca.clone())
+            .collect()
+    }
+}
+
 /// Written by hand so the password never reaches a log line.
 impl std::fmt::Debug for ServerTls<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

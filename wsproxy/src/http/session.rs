@@ -109,11 +109,11 @@ async fn detect_tls(shared: &Shared, stream: Plain, tally: &mut Tally<'_>) -> io
     };
     let Some(first) = first else { return Ok(None) };
     let is_tls = first == 0x16 || first == 0x80;
-    match (&shared.tls, is_tls) {
-        (Some(acceptor), true) => {
+    match (&shared.config.tls, is_tls) {
+        (Some(tls), true) => {
             // Until the handshake completes (or times out), its end is a TLS failure.
             tally.outcome = Outcome::TlsFailed;
-            let tls = acceptor.accept(stream).await?;
+            let tls = tls.acceptor().accept(stream).await?;
             tally.outcome = Outcome::HandshakeFailed;
             Ok(Some(Either::Right(Box::new(tls))))
         }
@@ -238,7 +238,7 @@ async fn respond(
         && req.uri().path().starts_with("/api/")
     {
         Conn::answered(&conn, Outcome::Http);
-        let secure = shared.tls.is_some() && peer.tls;
+        let secure = shared.config.tls.is_some() && peer.tls;
         return api_call(api.clone(), secure, req).await;
     }
     if let Some(metrics) = &shared.config.metrics

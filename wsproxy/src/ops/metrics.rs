@@ -398,6 +398,7 @@ struct OnDemand {
 }
 
 struct PerService {
+    name: String,
     /// By state in `LIVE` order.
     live: Vec<Gauge>,
     /// By state in `ENDED` order.
@@ -518,6 +519,7 @@ impl Metrics {
                         state: state_name(*state),
                     };
                     PerService {
+                        name: name.clone(),
                         live: LIVE.iter().map(|s| sessions.get_or_create_owned(&labels(s))).collect(),
                         ended: ENDED.iter().map(|s| ended.get_or_create_owned(&labels(s))).collect(),
                         launch: launch.get_or_create_owned(&ServiceLabel { service: name.clone() }),
@@ -608,9 +610,14 @@ impl Metrics {
         }
     }
 
-    /// An on-demand session of service number `service` moved from `from` (`None`: it is new) to `to`.
-    pub fn ondemand_moved(&self, service: usize, from: Option<State>, to: State) {
-        let Some(per) = self.ondemand.as_ref().and_then(|o| o.services.get(service)) else {
+    /// The series of `service`; `None` for one a reload added (its series come with a restart).
+    fn per_service(&self, service: &str) -> Option<&PerService> {
+        self.ondemand.as_ref()?.services.iter().find(|s| s.name == service)
+    }
+
+    /// An on-demand session of `service` moved from `from` (`None`: it is new) to `to`.
+    pub fn ondemand_moved(&self, service: &str, from: Option<State>, to: State) {
+        let Some(per) = self.per_service(service) else {
             return;
         };
         if from == Some(to) {
@@ -627,8 +634,8 @@ impl Metrics {
     }
 
     /// An on-demand session counted in `from` is no longer this instance's (another launched it).
-    pub fn ondemand_gone(&self, service: usize, from: State) {
-        let Some(per) = self.ondemand.as_ref().and_then(|o| o.services.get(service)) else {
+    pub fn ondemand_gone(&self, service: &str, from: State) {
+        let Some(per) = self.per_service(service) else {
             return;
         };
         if let Some(i) = LIVE.iter().position(|s| *s == from) {
@@ -636,9 +643,9 @@ impl Metrics {
         }
     }
 
-    /// Service number `service` launched a command that listened after `took`.
-    pub fn ondemand_launched(&self, service: usize, took: Duration) {
-        if let Some(per) = self.ondemand.as_ref().and_then(|o| o.services.get(service)) {
+    /// `service` launched a command that listened after `took`.
+    pub fn ondemand_launched(&self, service: &str, took: Duration) {
+        if let Some(per) = self.per_service(service) {
             per.launch.observe(took.as_secs_f64());
         }
     }
@@ -810,12 +817,12 @@ mod tests {
     fn on_demand_sessions_move_between_states() {
         let metrics = full();
         let series = |state: &str| format!(r#"wsproxy_ondemand_sessions{{service="serial",state="{state}"}}"#);
-        metrics.ondemand_moved(1, None, State::Reserved);
-        metrics.ondemand_moved(1, Some(State::Reserved), State::Starting);
-        metrics.ondemand_moved(1, Some(State::Starting), State::Starting);
-        metrics.ondemand_launched(1, Duration::from_millis(300));
-        metrics.ondemand_moved(1, Some(State::Starting), State::Running);
-        metrics.ondemand_moved(1, None, State::Reserved);
+        metrics.ondemand_moved("serial", None, State::Reserved);
+        metrics.ondemand_moved("serial", Some(State::Reserved), State::Starting);
+        metrics.ondemand_moved("serial", Some(State::Starting), State::Starting);
+        metrics.ondemand_launched("serial", Duration::from_millis(300));
+        metrics.ondemand_moved("serial", Some(State::Starting), State::Running);
+        metrics.ondemand_moved("serial", None, State::Reserved);
         let text = metrics.encode();
         assert_eq!(sample(&text, &series("reserved")), 1.0);
         assert_eq!(sample(&text, &series("starting")), 0.0);
@@ -827,9 +834,9 @@ mod tests {
             ),
             1.0
         );
-        metrics.ondemand_moved(1, Some(State::Running), State::Stopped);
-        metrics.ondemand_moved(1, Some(State::Reserved), State::Expired);
-        metrics.ondemand_moved(7, None, State::Reserved);
+        metrics.ondemand_moved("serial", Some(State::Running), State::Stopped);
+        metrics.ondemand_moved("serial", Some(State::Reserved), State::Expired);
+        metrics.ondemand_moved("nope", None, State::Reserved);
         metrics.ondemand_rejected(&Reservation::Limit(ReserveError::Full { count: 2 }));
         let text = metrics.encode();
         assert_eq!(sample(&text, &series("reserved")), 0.0);

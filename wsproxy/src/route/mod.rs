@@ -27,6 +27,7 @@ use http::{HeaderMap, StatusCode, Uri};
 use crate::config::{Target, parse_target};
 use crate::http::reject::Reject;
 use crate::ops::metrics::{LookupResult, Metrics};
+use crate::ops::reload::Live;
 use crate::sessions::manager::Lease;
 
 pub use token_file::parse_line;
@@ -105,6 +106,15 @@ impl Plugin {
             })
     }
 
+    /// Whether the source keeps what it read from files (token files, a JWT key), so that a reload
+    /// has something to read again; the others ask their directory, API or Redis on every lookup.
+    pub fn reads_files(self) -> bool {
+        matches!(
+            self,
+            Plugin::ReadOnlyTokenFile | Plugin::TokenFile | Plugin::JwtTokenApi
+        )
+    }
+
     pub fn name(self) -> &'static str {
         Plugin::ALL
             .iter()
@@ -140,9 +150,10 @@ pub enum Route {
 pub struct TokenRoute {
     pub from: TokenFrom,
     pub plugin: Plugin,
-    /// `--token-source`, for the start-up line.
+    /// `--token-source`, for the start-up line and to open it again on a reload.
     pub source: String,
-    pub lookup: Box<dyn TokenSource>,
+    /// Replaced whole by a reload; a lookup uses the one current when it starts.
+    pub lookup: Live<Box<dyn TokenSource>>,
     /// Bounds every lookup: a source that does not answer in time is a 503.
     pub timeout: Duration,
 }
@@ -207,7 +218,8 @@ impl Route {
             return Err(Reject::new(StatusCode::BAD_REQUEST, hint));
         };
         let label = TokenLabel::of(&token);
-        let looked_up = tokio::time::timeout(tokens.timeout, tokens.lookup.lookup(&token)).await;
+        let source = tokens.lookup.get();
+        let looked_up = tokio::time::timeout(tokens.timeout, source.lookup(&token)).await;
         if let Some(metrics) = metrics {
             metrics.token_lookup(match &looked_up {
                 Ok(Ok(_)) => LookupResult::Found,

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use arc_swap::ArcSwap;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -31,7 +32,9 @@ use crate::target::TargetStream;
 pub const KEEP_ENDED: Duration = Duration::from_secs(600);
 
 pub struct Manager {
-    pub services: Services,
+    /// The services file as last (re)loaded: new reservations use it; each live session keeps the
+    /// one it was reserved under.
+    services: ArcSwap<Services>,
     registry: Arc<dyn Registry>,
     /// With a shared store: this instance among the others.
     cluster: Option<Arc<Cluster>>,
@@ -55,6 +58,8 @@ pub struct Manager {
 struct Runtime {
     id: String,
     token: String,
+    /// The services in force when it was reserved, and its service's index in them.
+    services: Arc<Services>,
     service: usize,
     clients: Mutex<u32>,
     /// Bumped whenever linger starts or ends, so an old linger timer does nothing.
@@ -107,7 +112,7 @@ impl Manager {
             .filter(|p| p.is_dir())
             .unwrap_or_else(std::env::temp_dir);
         Manager {
-            services,
+            services: ArcSwap::from_pointee(services),
             registry,
             cluster: None,
             runtimes: Mutex::default(),
@@ -152,7 +157,7 @@ impl Manager {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .replace(record.state);
-            metrics.ondemand_moved(runtime.service, before, record.state);
+            metrics.ondemand_moved(&record.service, before, record.state);
         }
         updated
     }
@@ -166,13 +171,32 @@ impl Manager {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .take();
         if let (Some(metrics), Some(state)) = (&self.metrics, counted) {
-            metrics.ondemand_gone(runtime.service, state);
+            metrics.ondemand_gone(&runtime.services.services[runtime.service].name, state);
         }
         runtime.done.cancel();
     }
 
-    pub fn service(&self, name: &str) -> Option<&Service> {
-        self.services.services.iter().find(|s| s.name == name)
+    /// The services as last (re)loaded.
+    pub fn services(&self) -> Arc<Services> {
+        self.services.load_full()
+    }
+
+    /// A reload: new reservations use `services`; live sessions keep what they were reserved under.
+    /// Refused (nothing changes) when a service needs librebind.so and none was found at start.
+    pub fn replace_services(&self, services: Services) -> Result<(), String> {
+        let needs_lib = services.services.iter().any(|s| matches!(s.target, TargetRule::Rebind));
+        if needs_lib && self.lib.is_none() {
+            return Err(
+                "a service now has target = \"rebind\", but librebind.so was not looked for at start: restart wsproxy"
+                    .into(),
+            );
+        }
+        self.services.store(Arc::new(services));
+        Ok(())
+    }
+
+    pub fn service(&self, name: &str) -> Option<Service> {
+        self.services().services.iter().find(|s| s.name == name).cloned()
     }
 
     fn runtimes(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Runtime>>> {
@@ -205,10 +229,11 @@ impl Manager {
             }
             refusal
         };
-        let Some(index) = self.services.services.iter().position(|s| s.name == service_name) else {
+        let services = self.services();
+        let Some(index) = services.services.iter().position(|s| s.name == service_name) else {
             return Err(refused(Refusal::UnknownService, "unknown service"));
         };
-        let service = &self.services.services[index];
+        let service = &services.services[index];
         if !admin && !may_use(service, groups) {
             return Err(refused(Refusal::Forbidden, "not in the service's groups"));
         }
@@ -231,7 +256,7 @@ impl Manager {
             token: random_text(32),
             secret: service.secret.map(|SecretKind::VncPassword| random_text(8)),
             options: chosen,
-            reserve_timeout: self.services.timing.reserve_timeout,
+            reserve_timeout: services.timing.reserve_timeout,
         };
         if self.cluster.is_none() {
             // Sessions long ended go even when nobody lists them (a shared store's reap does it
@@ -252,9 +277,9 @@ impl Manager {
                 return Err(refused(Refusal::Limit(e), &why));
             }
         };
-        let runtime = Runtime::new(&record, index, Some(record.state));
+        let runtime = Runtime::new(&record, services.clone(), index, Some(record.state));
         if let Some(metrics) = &self.metrics {
-            metrics.ondemand_moved(index, None, record.state);
+            metrics.ondemand_moved(service_name, None, record.state);
         }
         self.runtimes().insert(record.id.clone(), runtime);
         self.audit.session(Kind::Reserve, &record, None);
@@ -264,7 +289,7 @@ impl Manager {
         );
         let manager = self.clone();
         let id = record.id.clone();
-        let timeout = self.services.timing.reserve_timeout;
+        let timeout = services.timing.reserve_timeout;
         self.tasks.spawn(async move {
             tokio::select! {
                 () = tokio::time::sleep(timeout) => manager.expire(&id).await,
@@ -316,13 +341,13 @@ impl Manager {
                 if let Some(owner) = record.owner.as_deref().filter(|o| Some(*o) != me.as_deref()) {
                     return self.remote(&record, owner, client).await;
                 }
-                let index = self
-                    .services
+                let services = self.services();
+                let index = services
                     .services
                     .iter()
                     .position(|s| s.name == record.service)
                     .ok_or(AttachError::Unknown)?;
-                let adopted = Runtime::new(&record, index, None);
+                let adopted = Runtime::new(&record, services, index, None);
                 self.runtimes().entry(record.id.clone()).or_insert(adopted).clone()
             }
         };
@@ -452,8 +477,8 @@ impl Manager {
 
     /// Launches the command, serves until it exits or is stopped, and records the end.
     async fn run(self: Arc<Self>, runtime: Arc<Runtime>) {
-        let service = &self.services.services[runtime.service];
-        let grace = self.services.timing.stop_grace;
+        let service = &runtime.services.services[runtime.service];
+        let grace = runtime.services.timing.stop_grace;
         runtime.launch.send_replace(Launch::Starting);
         let record = match self.registry.get(&runtime.id).await {
             Ok(Some(record)) => record,
@@ -481,7 +506,8 @@ impl Manager {
                 record.host = Some(host.name.clone());
             }
             let _ = std::fs::remove_dir_all(&runtime_dir);
-            let spec = match self.prepare(service, &record, host.as_ref(), &runtime_dir) {
+            let start_timeout = runtime.services.timing.start_timeout;
+            let spec = match self.prepare(service, start_timeout, &record, host.as_ref(), &runtime_dir) {
                 Ok(spec) => spec,
                 Err(reason) => {
                     self.failed(&runtime, reason, None).await;
@@ -524,7 +550,7 @@ impl Manager {
             took.as_millis()
         );
         if let Some(metrics) = &self.metrics {
-            metrics.ondemand_launched(runtime.service, took);
+            metrics.ondemand_launched(&service.name, took);
         }
         let ready = self.transition(&runtime, Some(Event::Ready), Box::new(|_| {})).await;
         if let Ok(record) = &ready {
@@ -603,7 +629,8 @@ impl Manager {
         let weights = self.registry.weights().await?;
         let records = self.registry.list().await?;
         let mut hosts: Vec<(Host, Vec<String>, Vec<Record>)> = Vec::new();
-        for service in &self.services.services {
+        let services = self.services();
+        for service in &services.services {
             for host in &service.hosts {
                 match hosts.iter_mut().find(|(h, _, _)| h.name == host.name) {
                     Some((_, services, _)) => services.push(service.name.clone()),
@@ -626,7 +653,7 @@ impl Manager {
     /// Changes a host's weight for every instance of the store; `NotFound` for an unknown host.
     pub async fn set_weight(&self, name: &str, weight: u32) -> Result<(), UpdateError> {
         let known = self
-            .services
+            .services()
             .services
             .iter()
             .any(|s| s.hosts.iter().any(|h| h.name == name));
@@ -643,6 +670,7 @@ impl Manager {
     fn prepare(
         &self,
         service: &Service,
+        start_timeout: Duration,
         record: &Record,
         host: Option<&Host>,
         dir: &std::path::Path,
@@ -725,7 +753,7 @@ impl Manager {
             argv,
             env,
             ready,
-            start_timeout: self.services.timing.start_timeout,
+            start_timeout,
         })
     }
 
@@ -812,7 +840,7 @@ impl Manager {
             runtime.launch.send_replace(Launch::Failed(reason.to_owned()));
             self.finish(&runtime, Event::Stop, reason.to_owned(), None).await;
         }
-        let grace = self.services.timing.stop_grace + Duration::from_secs(5);
+        let grace = runtime.services.timing.stop_grace + Duration::from_secs(5);
         let _ = tokio::time::timeout(grace, runtime.done.cancelled()).await;
         Ok(())
     }
@@ -853,7 +881,7 @@ impl Manager {
             .update(id, None, Box::new(move |r| r.stop_request = Some(why.clone())))
             .await?;
         // The owner notices within a sync tick, then stops the command within its grace.
-        let deadline = tokio::time::Instant::now() + self.services.timing.stop_grace + Duration::from_secs(5);
+        let deadline = tokio::time::Instant::now() + self.services().timing.stop_grace + Duration::from_secs(5);
         while tokio::time::Instant::now() < deadline {
             if self.registry.get(id).await?.is_none_or(|r| r.state.is_ended()) {
                 return Ok(());
@@ -1071,7 +1099,7 @@ impl Manager {
             return;
         };
         let generation = runtime.linger_generation.fetch_add(1, Ordering::SeqCst) + 1;
-        let linger = self.services.timing.linger;
+        let linger = runtime.services.timing.linger;
         tokio::time::sleep(linger).await;
         if runtime.linger_generation.load(Ordering::SeqCst) == generation && self.client_count(runtime) == 0 {
             // Clients other instances relay directly count too.
@@ -1100,12 +1128,13 @@ fn expiring(r: &mut Record) {
 }
 
 impl Runtime {
-    fn new(record: &Record, service: usize, counted: Option<State>) -> Arc<Runtime> {
+    fn new(record: &Record, services: Arc<Services>, service: usize, counted: Option<State>) -> Arc<Runtime> {
         let (launch, _) = watch::channel(Launch::Idle);
         let (end, _) = watch::channel(None);
         Arc::new(Runtime {
             id: record.id.clone(),
             token: record.token.clone(),
+            services,
             service,
             clients: Mutex::new(0),
             linger_generation: AtomicU64::new(0),
@@ -1159,7 +1188,7 @@ impl Lease {
             Via::Local(runtime) => runtime,
             Via::Remote { forward, .. } => {
                 // The owner answers once the command listens, which may take its start timeout.
-                let wait = self.manager.services.timing.start_timeout + Duration::from_secs(5);
+                let wait = self.manager.services().timing.start_timeout + Duration::from_secs(5);
                 let stream = cluster::connect(forward, wait).await?;
                 return Ok(tokio_util::either::Either::Left(tokio_util::either::Either::Left(
                     stream,

@@ -46,8 +46,8 @@ pub fn caller(manager: &Manager, headers: &http::HeaderMap) -> Result<Caller, Ap
         .map(str::trim)
         .ok_or_else(|| ApiError::unauthorized("the Authorization header must be Bearer TOKEN"))?;
     let digest = token_digest(token);
-    let found = manager
-        .services
+    let services = manager.services();
+    let found = services
         .api_tokens
         .iter()
         .find(|t| t.sha256 == digest)

@@ -131,8 +131,8 @@ pub async fn list_services(
     caller: Caller,
 ) -> Result<Json<Vec<ServiceView>>, ApiError> {
     let records = manager.list().await.map_err(unavailable)?;
-    let views = manager
-        .services
+    let services = manager.services();
+    let views = services
         .services
         .iter()
         .filter(|s| caller.admin || may_use(s, &caller.groups))
