@@ -12,3 +12,4 @@ mod sessions;
 mod tokens;
 mod util;
 mod wrap;
+mod ws_target;

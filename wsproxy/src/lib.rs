@@ -19,7 +19,9 @@
 //! - `auth/`: websockify's auth plugins (Basic, Origin, client-certificate CN) and `throttle`,
 //!   the per-address limit on failures.
 //! - `target`: connecting to the target (every resolved address, optional TLS, UNIX sockets, the
-//!   wrapped command's moved port).
+//!   wrapped command's moved port); `ws_target/`: a target that speaks WebSocket itself
+//!   (`ws://`, `ws+unix:`, `--target-websocket`): the client handshake, and `stream`, a byte
+//!   stream over its frames, so the relay stays as it is.
 //! - `relay/`: the data path, one hand-polled future per session with backpressure both ways;
 //!   `frame` (the framing, pure functions), `buffer` (buffers only while data flows, pooled per
 //!   thread), `tap` (`--record` and `--traffic`).
@@ -49,6 +51,7 @@ pub mod sessions;
 pub mod target;
 pub mod tls;
 pub mod wrap;
+pub mod ws_target;
 
 /// Serves until SIGINT or SIGTERM (or a lifecycle option, or in wrap mode the command) ends it.
 /// `api` and `metrics` are the listeners of `--api-listen` and `--metrics ADDR`.

@@ -26,9 +26,9 @@ use crate::http::handshake;
 use crate::http::web::{Body, text_response};
 use crate::listener::Plain;
 use crate::ops::metrics::{Outcome, Refusal, Tally};
-use crate::relay::Relay;
 use crate::relay::frame::{ControlFrame, close};
 use crate::relay::tap::Tap;
+use crate::relay::{End, Relay};
 use crate::route::{Destination, Resolved};
 use crate::server::Shared;
 use crate::target;
@@ -357,8 +357,9 @@ async fn relay(
         warn!("cannot record this session: {e}");
         None
     });
+    let websocket = matches!(target, Either::Right(_));
     let mut relay = Relay::new(client, target, early, config.relay, tap);
-    if lease.is_some() {
+    if lease.is_some() || websocket {
         relay.hold_target_eof();
     }
     let mut cancelled = std::pin::pin!(shared.cancel.cancelled());
@@ -382,6 +383,20 @@ async fn relay(
         }
         let polled = relay.poll_relay(cx);
         if polled.is_pending() && relay.target_eof_held() && !session_over {
+            // A WebSocket target's close code reaches the client as it is.
+            if let Either::Right(ws) = relay.target()
+                && let Some(code) = ws.closed_by().and_then(|close| close.code)
+            {
+                let reason = ws.closed_by().map(|close| close.reason.clone()).unwrap_or_default();
+                session_over = true;
+                relay.target_closed_with(code, &reason);
+                return relay.poll_relay(cx);
+            }
+            if lease.is_none() {
+                session_over = true;
+                relay.target_closed();
+                return relay.poll_relay(cx);
+            }
             let wait = eof_wait.get_or_insert_with(|| Box::pin(tokio::time::sleep(SESSION_EOF_GRACE)));
             if wait.as_mut().poll(cx).is_ready() {
                 session_over = true;
@@ -393,7 +408,7 @@ async fn relay(
     })
     .await;
     // The relay's parts (the recording among them) are finished before the session is logged closed.
-    let client = relay.into_client();
+    let (client, target) = relay.into_parts();
     info!(
         "closed: {}; {} bytes to target, {} bytes to client, {:.1}s",
         report.end,
@@ -405,7 +420,28 @@ async fn relay(
         metrics.session_ended(report.to_target, report.to_client, started.elapsed());
     }
     shared.session_closed();
-    linger(client).await;
+    match target {
+        Either::Right(mut ws) => {
+            let (code, reason) = close_for_target(&report.end);
+            let wait = config.relay.close_timeout;
+            tokio::join!(linger(client), ws.close(code, reason, wait));
+        }
+        Either::Left(_) => linger(client).await,
+    }
+}
+
+/// The close frame a WebSocket target gets when the session ends: the client's own close, else
+/// 1001 (going away). When the target closed first, only its reply goes out.
+fn close_for_target(end: &End) -> (Option<u16>, &str) {
+    match end {
+        End::ClientClosed(code, reason) => (*code, reason),
+        End::Shutdown => (Some(close::GOING_AWAY), "Server shutting down"),
+        End::SessionEnded(_) => (Some(close::GOING_AWAY), "Session ended"),
+        End::TargetClosed | End::TargetClosedWith(..) | End::TargetError(_) => (Some(close::NORMAL), ""),
+        End::ClientGone | End::ClientError(_) | End::Refused(_) | End::HeartbeatTimeout => {
+            (Some(close::GOING_AWAY), "Client gone")
+        }
+    }
 }
 
 /// How long a closed session keeps reading what the client still sends.

@@ -57,6 +57,8 @@ pub struct Settings {
 pub enum End {
     ClientClosed(Option<u16>, String),
     TargetClosed,
+    /// A WebSocket target's close frame, passed on to the client.
+    TargetClosedWith(u16, String),
     ClientGone,
     ClientError(io::Error),
     TargetError(io::Error),
@@ -75,6 +77,8 @@ impl fmt::Display for End {
             End::ClientClosed(Some(code), reason) => write!(f, "client closed ({code} {reason})"),
             End::ClientClosed(None, _) => write!(f, "client closed (no status)"),
             End::TargetClosed => write!(f, "target closed"),
+            End::TargetClosedWith(code, reason) if reason.is_empty() => write!(f, "target closed ({code})"),
+            End::TargetClosedWith(code, reason) => write!(f, "target closed ({code} {reason})"),
             End::ClientGone => write!(f, "client disconnected without a close frame"),
             End::ClientError(e) => write!(f, "client error: {e}"),
             End::TargetError(e) => write!(f, "target error: {e}"),
@@ -272,9 +276,24 @@ where
         self.begin_close(close::NORMAL, "Target closed", End::TargetClosed);
     }
 
+    /// The close a WebSocket target's close frame gives: its code and reason reach the client.
+    pub fn target_closed_with(&mut self, code: u16, reason: &str) {
+        self.begin_close(code, reason, End::TargetClosedWith(code, reason.to_owned()));
+    }
+
     /// The client stream, once the relay is over (for the lingering close).
     pub fn into_client(self) -> C {
         self.client
+    }
+
+    /// The target stream, while the relay runs.
+    pub fn target(&self) -> &T {
+        &self.target
+    }
+
+    /// Both streams, once the relay is over (a WebSocket target still gets its close frame).
+    pub fn into_parts(self) -> (C, T) {
+        (self.client, self.target)
     }
 
     /// Drives both directions; ready when the session is over.

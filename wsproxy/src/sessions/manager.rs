@@ -429,6 +429,7 @@ impl Manager {
                 let text = substitute(text, value);
                 match crate::config::parse_target(&text)? {
                     Target::Tcp { host, port } => Ready::Tcp { host, port },
+                    Target::WebSocket(ws) => Ready::WebSocket(ws),
                     other => return Err(format!("target {other} is not HOST:PORT")),
                 }
             }
