@@ -6,12 +6,13 @@ PREFIX ?= /usr/local
 # cargo tests run (the C fixture, python3 -m http.server, openssl for certificates, netkit in.telnetd,
 # which listens by itself with -debug, vncserver, whose Xvnc needs the fixed font, redis-server for
 # the TokenRedis tests, started by the tests themselves on loopback ports, QEMU, whose monitor a
-# sessions test opens on a UNIX socket, and promtool, from the large prometheus package, which checks
-# a scrape of --metrics). The browser
+# sessions test opens on a UNIX socket (and whose WebSocket VNC port and websocket=on monitor the
+# ws_target tests use), promtool, from the large prometheus package, which checks a scrape of
+# --metrics, and Python's websockets, an independent client of the base64 subprotocol). The browser
 # tests install their own list (tests/browser/run), as scripts/demo does.
 DEPS := cc:gcc nm:binutils python3:python3 openssl:openssl \
 	in.telnetd:telnetd-ssl vncserver:tigervnc-standalone-server :xfonts-base redis-server:redis-server \
-	qemu-system-x86_64:qemu-system-x86 promtool:prometheus
+	qemu-system-x86_64:qemu-system-x86 promtool:prometheus :python3-websockets
 
 .PHONY: all build web test deps fmt-check clippy unit-and-e2e api-conformance browser-test bench install demo clean
 

@@ -3,6 +3,7 @@
 
 mod auth;
 mod bad_input;
+mod base64;
 mod http;
 mod lifecycle;
 mod metrics;

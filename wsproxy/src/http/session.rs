@@ -28,7 +28,7 @@ use crate::listener::Plain;
 use crate::ops::metrics::{Outcome, Refusal, Tally};
 use crate::relay::frame::{ControlFrame, close};
 use crate::relay::tap::Tap;
-use crate::relay::{End, Relay};
+use crate::relay::{End, Payload, Relay};
 use crate::route::{Destination, Resolved};
 use crate::server::Shared;
 use crate::target;
@@ -79,7 +79,12 @@ pub async fn serve(shared: Arc<Shared>, stream: Plain, id: u64, _permit: OwnedSe
     if let Some(answered) = answered {
         tally.outcome = answered;
     }
-    let Some(Upgrade { pending, resolved }) = pending.filter(|_| !cancelled) else {
+    let Some(Upgrade {
+        pending,
+        resolved,
+        payload,
+    }) = pending.filter(|_| !cancelled)
+    else {
         return;
     };
     tally.outcome = Outcome::HandshakeFailed;
@@ -94,7 +99,16 @@ pub async fn serve(shared: Arc<Shared>, stream: Plain, id: u64, _permit: OwnedSe
             // idle session holds 8 KiB more (measured by `wsproxy-bench idle`: 7.15 → 3.09 KiB per session).
             let early = parts.read_buf.to_vec();
             drop(parts.read_buf);
-            relay(&shared, parts.io.into_inner(), &early, id, resolved, &mut tally).await
+            relay(
+                &shared,
+                parts.io.into_inner(),
+                &early,
+                id,
+                resolved,
+                payload,
+                &mut tally,
+            )
+            .await
         }
         Err(_) => warn!("internal error: upgraded connection has an unexpected type"),
     }
@@ -180,6 +194,7 @@ pub async fn api_call(api: axum::Router, secure: bool, req: Request<Incoming>) -
 struct Upgrade {
     pending: OnUpgrade,
     resolved: Resolved,
+    payload: Payload,
 }
 
 /// What the requests of one connection left for `serve`: the upgrade to relay, and how the last
@@ -273,6 +288,7 @@ async fn respond(
                         conn.upgrade = Some(Upgrade {
                             pending: hyper::upgrade::on(&mut req),
                             resolved,
+                            payload: handshake::payload(&response),
                         });
                     }
                     response
@@ -316,6 +332,7 @@ async fn relay(
     early: &[u8],
     id: u64,
     resolved: Resolved,
+    payload: Payload,
     tally: &mut Tally<'_>,
 ) {
     let config = &shared.config;
@@ -358,7 +375,7 @@ async fn relay(
         None
     });
     let websocket = matches!(target, Either::Right(_));
-    let mut relay = Relay::new(client, target, early, config.relay, tap);
+    let mut relay = Relay::with_payload(client, target, early, config.relay, tap, payload);
     if lease.is_some() || websocket {
         relay.hold_target_eof();
     }
