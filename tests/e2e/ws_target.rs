@@ -185,67 +185,87 @@ enum Seen {
     Close(Option<(u16, String)>),
 }
 
-/// A WebSocket server (tungstenite) on a loopback port. It echoes binary messages, and on `bye`
-/// closes with 4001 "bye now", on `ping` sends a ping, on `big` sends a 3 MiB message.
-async fn ws_server() -> (u16, mpsc::UnboundedReceiver<Seen>) {
+/// A WebSocket server (tungstenite) on a loopback port, behind TLS with `tls`. It echoes binary
+/// messages, and on `bye` closes with 4001 "bye now", on `ping` sends a ping, on `big` sends a
+/// 3 MiB message.
+async fn ws_server_tls(tls: Option<tokio_rustls::TlsAcceptor>) -> (u16, mpsc::UnboundedReceiver<Seen>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
             let tx = tx.clone();
+            let tls = tls.clone();
             tokio::spawn(async move {
-                let seen = tx.clone();
-                // The callback's type is tungstenite's, its large error response included.
-                #[allow(clippy::result_large_err)]
-                let callback = move |req: &Request, mut response: Response| {
-                    let protocol = req
-                        .headers()
-                        .get("sec-websocket-protocol")
-                        .map(|v| v.to_str().unwrap().to_owned());
-                    let path = req.uri().to_string();
-                    let _ = seen.send(Seen::Request { path, protocol });
-                    response
-                        .headers_mut()
-                        .insert("sec-websocket-protocol", "binary".parse().unwrap());
-                    Ok(response)
-                };
-                let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(stream, callback).await else {
-                    return;
-                };
-                while let Some(Ok(message)) = ws.next().await {
-                    match message {
-                        Message::Binary(data) if &data[..] == b"bye" => {
-                            let close = CloseFrame {
-                                code: CloseCode::from(4001),
-                                reason: "bye now".into(),
-                            };
-                            let _ = ws.close(Some(close)).await;
+                match tls {
+                    None => serve_ws(stream, tx).await,
+                    Some(tls) => {
+                        if let Ok(stream) = tls.accept(stream).await {
+                            serve_ws(stream, tx).await;
                         }
-                        Message::Binary(data) if &data[..] == b"ping" => {
-                            ws.send(Message::Ping(b"p1".to_vec().into())).await.unwrap();
-                        }
-                        Message::Binary(data) if &data[..] == b"big" => {
-                            let big: Vec<u8> = (0..3 << 20).map(|i: u32| (i % 251) as u8).collect();
-                            ws.send(Message::binary(big)).await.unwrap();
-                        }
-                        Message::Binary(data) => {
-                            let _ = tx.send(Seen::Binary(data.to_vec()));
-                            ws.send(Message::Binary(data)).await.unwrap();
-                        }
-                        Message::Pong(data) => {
-                            let _ = tx.send(Seen::Pong(data.to_vec()));
-                        }
-                        Message::Close(frame) => {
-                            let _ = tx.send(Seen::Close(frame.map(|f| (u16::from(f.code), f.reason.to_string()))));
-                        }
-                        _ => {}
                     }
                 }
             });
         }
     });
     (port, rx)
+}
+
+async fn ws_server() -> (u16, mpsc::UnboundedReceiver<Seen>) {
+    ws_server_tls(None).await
+}
+
+async fn serve_ws<S>(stream: S, tx: mpsc::UnboundedSender<Seen>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let seen = tx.clone();
+    // The callback's type is tungstenite's, its large error response included.
+    #[allow(clippy::result_large_err)]
+    let callback = move |req: &Request, mut response: Response| {
+        let protocol = req
+            .headers()
+            .get("sec-websocket-protocol")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let path = req.uri().to_string();
+        let _ = seen.send(Seen::Request { path, protocol });
+        response
+            .headers_mut()
+            .insert("sec-websocket-protocol", "binary".parse().unwrap());
+        Ok(response)
+    };
+    let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(stream, callback).await else {
+        return;
+    };
+    while let Some(Ok(message)) = ws.next().await {
+        match message {
+            Message::Binary(data) if &data[..] == b"bye" => {
+                let close = CloseFrame {
+                    code: CloseCode::from(4001),
+                    reason: "bye now".into(),
+                };
+                let _ = ws.close(Some(close)).await;
+            }
+            Message::Binary(data) if &data[..] == b"ping" => {
+                ws.send(Message::Ping(b"p1".to_vec().into())).await.unwrap();
+            }
+            Message::Binary(data) if &data[..] == b"big" => {
+                let big: Vec<u8> = (0..3 << 20).map(|i: u32| (i % 251) as u8).collect();
+                ws.send(Message::binary(big)).await.unwrap();
+            }
+            Message::Binary(data) => {
+                let _ = tx.send(Seen::Binary(data.to_vec()));
+                ws.send(Message::Binary(data)).await.unwrap();
+            }
+            Message::Pong(data) => {
+                let _ = tx.send(Seen::Pong(data.to_vec()));
+            }
+            Message::Close(frame) => {
+                let _ = tx.send(Seen::Close(frame.map(|f| (u16::from(f.code), f.reason.to_string()))));
+            }
+            _ => {}
+        }
+    }
 }
 
 async fn next_seen(rx: &mut mpsc::UnboundedReceiver<Seen>) -> Seen {
@@ -361,5 +381,53 @@ async fn target_websocket_with_a_token_plugin_is_refused_at_start() {
         proxy.lines().iter().any(|l| l.contains("ws://HOST:PORT/PATH")),
         "{:?}",
         proxy.lines()
+    );
+}
+
+#[tokio::test]
+async fn a_wss_target_trusts_the_target_cafile_and_only_that() {
+    use rustls::pki_types::pem::PemObject;
+    let dir = TempDir::new("wss-target");
+    let (_, cert, key, _) = make_cert(&dir);
+    let certs: Vec<_> = rustls::pki_types::CertificateDer::pem_file_iter(&cert)
+        .unwrap()
+        .map(|c| c.unwrap())
+        .collect();
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(&key).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let server = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(server));
+    let (port, mut seen) = ws_server_tls(Some(acceptor)).await;
+    let target = format!("wss://localhost:{port}/secure");
+
+    let proxy = Proxy::start(&[
+        "--ssl-target",
+        "--target-cafile",
+        cert.to_str().unwrap(),
+        "127.0.0.1:0",
+        &target,
+    ]);
+    let (mut raw, _) = Raw::upgrade(proxy.addr, "").await;
+    raw.echo(b"over wss").await;
+    match next_seen(&mut seen).await {
+        Seen::Request { path, .. } => assert_eq!(path, "/secure"),
+        other => panic!("{other:?}"),
+    }
+    raw.send_frame(0x82, b"bye", true).await;
+    assert_eq!(raw.read_close().await, (4001, "bye now".into()));
+
+    // Without --target-cafile, wss:// trusts the system's roots, which do not know this CA.
+    let mut proxy = Proxy::start(&["127.0.0.1:0", &target]);
+    let (mut raw, _) = Raw::upgrade(proxy.addr, "").await;
+    assert_eq!(raw.read_close().await.0, 1011);
+    let line = proxy.wait_line("cannot connect to target", WAIT);
+    assert!(
+        line.contains(&target) && line.to_lowercase().contains("certificate"),
+        "{line}"
     );
 }
