@@ -3,7 +3,7 @@
 
 mod auth;
 mod bad_input;
-mod base64;
+mod base64_clients;
 mod http;
 mod lifecycle;
 mod metrics;
