@@ -11,7 +11,7 @@
 //!   `autocert`: `--cert auto`'s self-signed certificate, made once and kept.
 //! - `http/`: one connection's HTTP side: `session` (TLS detection, hyper: upgrade, static
 //!   files, 405, then the relay), `handshake` (the upgrade rules: websockify's `binary`
-//!   subprotocol rule, lenient), `web` (`--web` files: no escape from the directory, no open
+//!   subprotocol rule, lenient, and `base64` for old clients), `web` (`--web` files: no escape from the directory, no open
 //!   redirect), `reject` (a refused request's one-line answer).
 //! - `gate`: between the request and the target: throttle, then `route`, then `auth`.
 //! - `route/`: the resolve step: the static target, or the one a token names (`TokenSource`,
@@ -24,7 +24,8 @@
 //!   stream over its frames, so the relay stays as it is.
 //! - `relay/`: the data path, one hand-polled future per session with backpressure both ways;
 //!   `frame` (the framing, pure functions), `buffer` (buffers only while data flows, pooled per
-//!   thread), `tap` (`--record` and `--traffic`).
+//!   thread), `tap` (`--record` and `--traffic`), `b64` (the `base64` subprotocol of old clients,
+//!   decoded and encoded in place).
 //! - `wrap/`: wrap mode (`-- CMD ARGS`): `supervisor` starts, watches, respawns and stops the
 //!   command; `preload` finds librebind.so and builds its environment; `leftovers` finds daemons
 //!   that left its process group.
