@@ -179,15 +179,20 @@ async fn qemu_monitor_on_a_websocket_unix_socket_answers_and_its_quit_closes_the
 /// What the test's WebSocket server saw of one connection.
 #[derive(Debug)]
 enum Seen {
-    Request { path: String, protocol: Option<String> },
+    Request {
+        path: String,
+        protocol: Option<String>,
+    },
     Binary(Vec<u8>),
     Pong(Vec<u8>),
     Close(Option<(u16, String)>),
+    /// Bytes sent in 3 s of `flood`.
+    Flooded(u64),
 }
 
 /// A WebSocket server (tungstenite) on a loopback port, behind TLS with `tls`. It echoes binary
 /// messages, and on `bye` closes with 4001 "bye now", on `ping` sends a ping, on `big` sends a
-/// 3 MiB message.
+/// 3 MiB message, on `flood` sends 64 KiB messages for 3 s.
 async fn ws_server_tls(tls: Option<tokio_rustls::TlsAcceptor>) -> (u16, mpsc::UnboundedReceiver<Seen>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -248,6 +253,19 @@ where
             }
             Message::Binary(data) if &data[..] == b"ping" => {
                 ws.send(Message::Ping(b"p1".to_vec().into())).await.unwrap();
+            }
+            Message::Binary(data) if &data[..] == b"flood" => {
+                let chunk = vec![7u8; 64 * 1024];
+                let mut sent = 0u64;
+                let _ = tokio::time::timeout(Duration::from_secs(3), async {
+                    loop {
+                        ws.send(Message::binary(chunk.clone())).await.unwrap();
+                        sent += chunk.len() as u64;
+                    }
+                })
+                .await;
+                let _ = tx.send(Seen::Flooded(sent));
+                std::future::pending::<()>().await;
             }
             Message::Binary(data) if &data[..] == b"big" => {
                 let big: Vec<u8> = (0..3 << 20).map(|i: u32| (i % 251) as u8).collect();
@@ -430,4 +448,29 @@ async fn a_wss_target_trusts_the_target_cafile_and_only_that() {
         line.contains(&target) && line.to_lowercase().contains("certificate"),
         "{line}"
     );
+}
+
+#[tokio::test]
+async fn a_client_that_reads_nothing_backpressures_a_websocket_target() {
+    let (port, mut seen) = ws_server().await;
+    let proxy = Proxy::start(&["127.0.0.1:0", &format!("ws://127.0.0.1:{port}/")]);
+    let (mut raw, _) = Raw::upgrade(proxy.addr, "").await;
+    assert!(matches!(next_seen(&mut seen).await, Seen::Request { .. }));
+    raw.send_frame(0x82, b"flood", true).await;
+    let sent = match next_seen(&mut seen).await {
+        Seen::Flooded(sent) => sent,
+        other => panic!("{other:?}"),
+    };
+    // Socket buffers on the way hold a few MiB; without backpressure it would be gigabytes.
+    assert!(
+        sent < 64 << 20,
+        "the target sent {sent} bytes to a client that reads nothing"
+    );
+    let status = std::fs::read_to_string(format!("/proc/{}/status", proxy.pid())).unwrap();
+    let rss: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    assert!(rss < 64 * 1024, "proxy RSS grew to {rss} KiB");
 }
