@@ -15,12 +15,14 @@ PREFIX ?= /usr/local
 # wants), and what make deb runs (dpkg-shlibdeps computes the package's Depends, objcopy moves the
 # debug info into the -dbgsym package). The browser tests install their own list (tests/browser/run),
 # as scripts/demo does. systemd's systemd-socket-activate and systemd-analyze start wsproxy in the
-# socket-activation tests and rate the unit's sandbox (no systemd runs).
+# socket-activation tests and rate the unit's sandbox (no systemd runs). QEMU's WebSocket VNC port
+# and websocket=on monitor serve the ws_target tests; Python's websockets is an independent client of
+# the base64 subprotocol.
 DEPS := cc:gcc nm:binutils python3:python3 openssl:openssl \
 	'in.telnetd|telnetd:telnetd-ssl' :libkrb5-3 :libk5crypto3 :libcom-err2 :libtinfo6 vncserver:tigervnc-standalone-server :xfonts-base redis-server:redis-server \
 	qemu-system-x86_64:qemu-system-x86 promtool:prometheus dpkg-shlibdeps:dpkg-dev objcopy:binutils \
 	asciinema:asciinema script:bsdutils sshd:openssh-server \
-	systemd-socket-activate:systemd systemd-analyze:systemd
+	systemd-socket-activate:systemd systemd-analyze:systemd :python3-websockets
 
 .PHONY: all build web test deps fmt-check clippy unit-and-e2e api-conformance browser-test deb deb-test bench install demo clean
 

@@ -1,14 +1,14 @@
 // serial.html in headless Chromium, through `wsproxy --unix-target` to a UNIX-socket "serial line" written
 // here (like QEMU's -chardev socket,server): UTF-8 and raw bytes both ways, several windows at once.
-// Also index.html's links.
+// Also index.html's links, and QEMU's own WebSocket monitor socket (websocket=on) through a ws+unix: target.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import {
-  Cleanup, launchBrowser, openPage, screenshotPath, startWsproxy, tempDir, terminalText, waitForStatus,
-  waitForTerminal, waitUntil, WEB,
+  Cleanup, launchBrowser, openPage, screenshotPath, startProcess, startWsproxy, tempDir, terminalText,
+  waitForStatus, waitForTerminal, waitUntil, WEB,
 } from './helpers.mjs';
 
 const cleanup = new Cleanup();
@@ -164,6 +164,44 @@ test('the page reports the line closing, and reconnects', async () => {
     await page.click('#connect');
     await waitForStatus(page, 'connected');
     await waitForTerminal(page, new RegExp(`connection ${n + 1}\\)`));
+    assert.deepEqual(page.problems, []);
+  } finally {
+    await context.close();
+  }
+});
+
+test("QEMU's monitor on a websocket=on UNIX socket, through a ws+unix: target, answers info version", async () => {
+  const dir = tempDir('qemu-ws');
+  cleanup.add(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const socketPath = path.join(dir, 'mon.sock');
+  const qemu = startProcess('qemu-ws-monitor', 'qemu-system-x86_64', [
+    '-machine', 'none', '-nodefaults', '-display', 'none',
+    '-chardev', `socket,id=m0,path=${socketPath},server=on,wait=off,websocket=on`,
+    '-mon', 'chardev=m0,mode=readline',
+  ]);
+  cleanup.add(() => qemu.stop(), 'stop QEMU');
+  await waitUntil(() => fs.existsSync(socketPath), 10000, "QEMU's monitor socket");
+  const monitor = await startWsproxy(cleanup, ['--web', WEB, '127.0.0.1:0', `ws+unix:${socketPath}`], {
+    name: 'serial-qemu-ws',
+  });
+  const context = await browser.newContext({ viewport: { width: 900, height: 500 } });
+  try {
+    const page = await openPage(context, `${monitor.origin}/serial.html?autoconnect=1`);
+    await waitForStatus(page, 'connected');
+    await waitForTerminal(page, /QEMU [\d.]+ monitor - type 'help' for more information/);
+    await waitForTerminal(page, /^\(qemu\)/m);
+    await page.keyboard.type('info version');
+    await page.keyboard.press('Enter');
+    // The monitor echoes the line and answers with its version, e.g. "7.2.22Debian 1:7.2+dfsg-7+deb12u18+b3".
+    await waitForTerminal(page, /^\(qemu\) info version\n\d+\.\d+\.\d+.*\n\(qemu\)/m);
+    await page.screenshot({ path: screenshotPath('serial-qemu-websocket-monitor') });
+    // `quit` ends QEMU: the page reports the close instead of hanging.
+    await page.keyboard.type('quit');
+    await page.keyboard.press('Enter');
+    await waitUntil(async () => (await page.getAttribute('#status', 'data-state')) !== 'connected', 10000,
+      'the status to leave connected');
+    await waitForTerminal(page, /\[Disconnected: /);
+    await monitor.proc.waitForOutput(/closed: target closed/, 10000);
     assert.deepEqual(page.problems, []);
   } finally {
     await context.close();

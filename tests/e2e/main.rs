@@ -3,6 +3,7 @@
 
 mod auth;
 mod bad_input;
+mod base64_clients;
 mod cluster;
 mod http;
 mod lifecycle;
@@ -18,3 +19,4 @@ mod tokens;
 mod util;
 mod workers;
 mod wrap;
+mod ws_target;

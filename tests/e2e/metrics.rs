@@ -128,11 +128,11 @@ async fn a_relayed_session_moves_connections_and_bytes() {
     assert_eq!(value(&text, "wsproxy_handshake_duration_seconds_count"), 1.0);
 
     // A plain HTTP request (405 without --web), a connection that says nothing, and an upgrade
-    // that breaks the WebSocket rules (no `binary` among the protocols offered).
+    // that breaks the WebSocket rules (neither `binary` nor `base64` among the protocols offered).
     let (code, _, _) = get(proxy.addr, "/", "").await;
     assert_eq!(code, 405);
     drop(Raw::connect(proxy.addr).await);
-    let (_, head) = Raw::upgrade(proxy.addr, "Sec-WebSocket-Protocol: base64\r\n").await;
+    let (_, head) = Raw::upgrade(proxy.addr, "Sec-WebSocket-Protocol: chat\r\n").await;
     assert_eq!(status(&head), 400, "{head}");
     wait_for(
         metrics,

@@ -584,6 +584,42 @@ page = "serial"
     until_no_session_processes(f.proxy.pid()).await;
 }
 
+/// A service whose command speaks WebSocket itself: QEMU's monitor on a `websocket=on` UNIX socket,
+/// named `ws+unix:` as the target.
+#[tokio::test]
+async fn a_service_target_that_speaks_websocket() {
+    crate::real_servers::require("qemu-system-x86_64", "qemu-system-x86");
+    let services = r#"
+[[service]]
+name = "qemu-ws"
+count = 1
+command = ["qemu-system-x86_64", "-machine", "none", "-nodefaults", "-display", "none",
+           "-chardev", "socket,id=mon,path={runtime_dir}/monitor.sock,server=on,wait=off,websocket=on",
+           "-mon", "chardev=mon,mode=readline"]
+target = "ws+unix:{runtime_dir}/monitor.sock"
+page = "serial"
+"#;
+    let f = start("start_timeout = 20", services);
+    let addr = f.proxy.addr;
+    let mine = reserve(addr, "alice-token", "qemu-ws").await;
+    let mut monitor = open(addr, mine["token"].as_str().unwrap()).await;
+    monitor.send_frame(0x82, b"info version\r\n", true).await;
+    let mut text = String::new();
+    let deadline = Instant::now() + WAIT;
+    while !text.contains("info version") || !text.contains("7.") || !text.ends_with("(qemu) ") {
+        assert!(Instant::now() < deadline, "no version from the QEMU monitor: {text:?}");
+        let (first, data) = monitor.read_frame().await;
+        assert_eq!(first, 0x82, "{data:?}");
+        text.push_str(&String::from_utf8_lossy(&data));
+    }
+    // No WebSocket framing leaks into the console: the text is the monitor's own.
+    assert!(text.starts_with("QEMU "), "{text:?}");
+    let id = mine["id"].as_str().unwrap();
+    assert_eq!(delete(addr, id, "alice-token").await, 204);
+    assert_eq!(monitor.read_close().await.0, 1001);
+    until_no_session_processes(f.proxy.pid()).await;
+}
+
 /// The seed system's JSON services (`seed_services`): the script runs as `PATH start INDEX` with the
 /// options as JSON in `WSPROXY_OPTIONS`, and binds 5900+INDEX, which librebind.so moves.
 #[tokio::test]

@@ -132,6 +132,11 @@ pub struct Cli {
     #[arg(long, value_name = "FILE")]
     pub unix_target: Option<PathBuf>,
 
+    /// The target speaks WebSocket itself (QEMU's websocket=on sockets): wsproxy does the client
+    /// handshake (path /, subprotocol binary) and relays message payloads
+    #[arg(long)]
+    pub target_websocket: bool,
+
     /// Use the socket on stdin (from inetd or systemd): a listening socket, or one connection
     #[arg(long)]
     pub inetd: bool,

@@ -53,6 +53,31 @@ pub enum Target {
     Wrapped {
         port: u16,
     },
+    /// A target that speaks WebSocket itself (QEMU's `websocket=on` sockets): wsproxy is its
+    /// client (`crate::ws_target`).
+    WebSocket(Box<WsTarget>),
+}
+
+/// `ws://HOST:PORT/PATH`, `wss://...` or `ws+unix:/path` (or `--target-websocket`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WsTarget {
+    /// Where the connection goes (TCP, a UNIX socket or the wrapped command; never `WebSocket`).
+    pub transport: Target,
+    /// The request path of the opening handshake (QEMU takes `/`).
+    pub path: String,
+    /// `wss://`: TLS to the target even without `--ssl-target`.
+    pub tls: bool,
+}
+
+impl Target {
+    /// `target` spoken to as a WebSocket server at path `/` (`--target-websocket`).
+    pub fn websocket(transport: Target, tls: bool) -> Target {
+        Target::WebSocket(Box::new(WsTarget {
+            transport,
+            path: "/".into(),
+            tls,
+        }))
+    }
 }
 
 /// `-- CMD ARGS` with `--wrap-mode`.
@@ -72,6 +97,14 @@ impl std::fmt::Display for Target {
             Target::Tcp { host, port } => write!(f, "{host}:{port}"),
             Target::Unix(path) => write!(f, "unix:{}", path.display()),
             Target::Wrapped { port } => write!(f, "the wrapped command (its port {port}, moved to loopback)"),
+            Target::WebSocket(ws) => match &ws.transport {
+                Target::Unix(path) => write!(f, "ws+unix:{}", path.display()),
+                Target::Tcp { .. } => {
+                    let scheme = if ws.tls { "wss" } else { "ws" };
+                    write!(f, "{scheme}://{}{}", ws.transport, ws.path)
+                }
+                other => write!(f, "WebSocket {} (path {})", other, ws.path),
+            },
         }
     }
 }
@@ -292,7 +325,30 @@ impl TryFrom<Cli> for Config {
                 );
             }
         };
-        if cli.ssl_target && matches!(route, Route::Static(Target::Unix(_) | Target::Wrapped { .. })) {
+        let route = match route {
+            Route::Static(target) if cli.target_websocket => match target {
+                Target::WebSocket(_) => Route::Static(target),
+                transport => Route::Static(Target::websocket(transport, false)),
+            },
+            _ if cli.target_websocket => {
+                return Err(
+                    "--target-websocket applies to the one static target: a token or service names a WebSocket \
+                     target as ws://HOST:PORT/PATH or ws+unix:/path"
+                        .into(),
+                );
+            }
+            route => route,
+        };
+        let transport = |target: &Target| match target {
+            Target::WebSocket(ws) => ws.transport.clone(),
+            other => other.clone(),
+        };
+        if cli.ssl_target
+            && matches!(
+                route.static_target().map(transport),
+                Some(Target::Unix(_) | Target::Wrapped { .. })
+            )
+        {
             return Err("--ssl-target needs a TCP target (host:port), not --unix-target or a wrapped command".into());
         }
 
@@ -565,8 +621,12 @@ pub fn parse_listen(arg: &str, prefer_ipv6: bool) -> Result<SocketAddr, String> 
         .ok_or_else(|| format!("listen address {host:?} resolves to nothing"))
 }
 
-/// `target_addr:target_port`.
+/// `target_addr:target_port`, or a WebSocket target: `ws://HOST[:PORT][/PATH]`, `wss://...` or
+/// `ws+unix:/path`.
 pub fn parse_target(arg: &str) -> Result<Target, String> {
+    if let Some(target) = parse_ws_target(arg)? {
+        return Ok(target);
+    }
     let (host, port) =
         split_host_port(arg).ok_or_else(|| format!("target {arg:?} must be HOST:PORT (or use --unix-target FILE)"))?;
     let port = parse_port(port, "target")?;
@@ -579,6 +639,54 @@ pub fn parse_target(arg: &str) -> Result<Target, String> {
         host: host.to_owned(),
         port,
     })
+}
+
+/// A WebSocket target URL, `None` when `arg` is not one. The port defaults to 80 (`ws`) or 443
+/// (`wss`), the path to `/`; `ws+unix:` takes a socket path (the request path is `/`).
+fn parse_ws_target(arg: &str) -> Result<Option<Target>, String> {
+    if let Some(path) = arg.strip_prefix("ws+unix:") {
+        if path.is_empty() {
+            return Err(format!(
+                "target {arg:?}: ws+unix: needs a socket path (ws+unix:/run/vm/serial.sock)"
+            ));
+        }
+        return Ok(Some(Target::websocket(Target::Unix(PathBuf::from(path)), false)));
+    }
+    let (rest, tls) = match (arg.strip_prefix("ws://"), arg.strip_prefix("wss://")) {
+        (Some(rest), _) => (rest, false),
+        (_, Some(rest)) => (rest, true),
+        _ => return Ok(None),
+    };
+    let (authority, path) = match rest.find(['/', '?']) {
+        Some(at) if rest[at..].starts_with('/') => (&rest[..at], rest[at..].to_owned()),
+        Some(at) => (&rest[..at], format!("/{}", &rest[at..])),
+        None => (rest, "/".to_owned()),
+    };
+    let bad = |why: &str| format!("target {arg:?}: {why} (ws://HOST:PORT/PATH, wss://... or ws+unix:/path)");
+    if path.chars().any(|c| c.is_ascii_control() || c == ' ') || authority.contains('@') {
+        return Err(bad(
+            "the path must not contain spaces or control characters, nor the host a user",
+        ));
+    }
+    let bracketed = authority.starts_with('[');
+    let (host, port) = match split_host_port(authority) {
+        Some((host, port)) if !bracketed || authority.contains("]:") => (host, parse_port(port, "target")?),
+        _ => {
+            let host = authority
+                .strip_prefix('[')
+                .and_then(|h| h.strip_suffix(']'))
+                .unwrap_or(authority);
+            (host, if tls { 443 } else { 80 })
+        }
+    };
+    if host.is_empty() || port == 0 {
+        return Err(bad("needs a host and a port above 0"));
+    }
+    let transport = Target::Tcp {
+        host: host.to_owned(),
+        port,
+    };
+    Ok(Some(Target::WebSocket(Box::new(WsTarget { transport, path, tls }))))
 }
 
 /// `--metrics ADDR|same-port`.
@@ -652,6 +760,80 @@ mod tests {
         assert!(parse_target("5901").unwrap_err().contains("HOST:PORT"));
         assert!(parse_target("host:0").is_err());
         assert!(parse_target(":5901").is_err());
+    }
+
+    #[test]
+    fn websocket_target_forms() {
+        let ws = |host: &str, port, path: &str, tls| {
+            Target::WebSocket(Box::new(WsTarget {
+                transport: Target::Tcp {
+                    host: host.into(),
+                    port,
+                },
+                path: path.into(),
+                tls,
+            }))
+        };
+        assert_eq!(
+            parse_target("ws://127.0.0.1:5700/").unwrap(),
+            ws("127.0.0.1", 5700, "/", false)
+        );
+        assert_eq!(parse_target("ws://vm1:5700").unwrap(), ws("vm1", 5700, "/", false));
+        assert_eq!(parse_target("ws://vm1").unwrap(), ws("vm1", 80, "/", false));
+        assert_eq!(
+            parse_target("wss://vm1/console").unwrap(),
+            ws("vm1", 443, "/console", true)
+        );
+        assert_eq!(
+            parse_target("ws://[::1]:5700/a?b=c").unwrap(),
+            ws("::1", 5700, "/a?b=c", false)
+        );
+        assert_eq!(parse_target("ws://[::1]").unwrap(), ws("::1", 80, "/", false));
+        assert_eq!(parse_target("ws://h:1?x").unwrap(), ws("h", 1, "/?x", false));
+        assert_eq!(
+            parse_target("ws+unix:/run/vm/mon.sock").unwrap(),
+            Target::websocket(Target::Unix("/run/vm/mon.sock".into()), false)
+        );
+        for shown in ["ws://127.0.0.1:5700/", "wss://[::1]:443/x", "ws+unix:/run/vm/mon.sock"] {
+            assert_eq!(parse_target(shown).unwrap().to_string(), shown);
+        }
+        for bad in [
+            "ws://",
+            "ws://:5700/",
+            "ws://h:0/",
+            "ws://h:x/",
+            "ws+unix:",
+            "ws://u@h:1/",
+            "ws://h:1/a b",
+        ] {
+            assert!(parse_target(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            crate::route::parse_token_target(" ws://10.0.0.5:5700/ ").unwrap(),
+            ws("10.0.0.5", 5700, "/", false)
+        );
+    }
+
+    #[test]
+    fn target_websocket_wraps_the_static_target() {
+        let c = config(&["--target-websocket", "6080", "localhost:5700"]).unwrap();
+        assert_eq!(
+            c.route.static_target(),
+            Some(&Target::websocket(
+                Target::Tcp {
+                    host: "localhost".into(),
+                    port: 5700
+                },
+                false
+            ))
+        );
+        let c = config(&["--target-websocket", "--unix-target", "/run/s.sock", "6080"]).unwrap();
+        assert_eq!(
+            c.route.static_target(),
+            Some(&Target::websocket(Target::Unix("/run/s.sock".into()), false))
+        );
+        let err = config(&["--ssl-target", "6080", "ws+unix:/run/s.sock"]).unwrap_err();
+        assert!(err.contains("--ssl-target"), "{err}");
     }
 
     #[test]

@@ -12,7 +12,7 @@
 //!   `autocert`: `--cert auto`'s self-signed certificate, made once and kept.
 //! - `http/`: one connection's HTTP side: `session` (TLS detection, hyper: upgrade, static
 //!   files, 405, then the relay), `handshake` (the upgrade rules: websockify's `binary`
-//!   subprotocol rule, lenient), `forward` (another instance's client of a session run here),
+//!   subprotocol rule, lenient, and `base64` for old clients), `forward` (another instance's client of a session run here),
 //!   `web` (`--web` files: no escape from the directory, no open redirect), `recordings`
 //!   (`--serve-recordings`: the `--record` files for `web/replay.html`), `reject` (a refused
 //!   request's one-line answer).
@@ -22,11 +22,14 @@
 //! - `auth/`: websockify's auth plugins (Basic, Origin, client-certificate CN) and `throttle`,
 //!   the per-address limit on failures.
 //! - `target`: connecting to the target (every resolved address, optional TLS, UNIX sockets, the
-//!   wrapped command's moved port).
+//!   wrapped command's moved port); `ws_target/`: a target that speaks WebSocket itself
+//!   (`ws://`, `ws+unix:`, `--target-websocket`): the client handshake, and `stream`, a byte
+//!   stream over its frames, so the relay stays as it is.
 //! - `relay/`: the data path, one hand-polled future per session with backpressure both ways;
 //!   `frame` (the framing, pure functions), `buffer` (buffers only while data flows, pooled per
 //!   thread), `tap` (`--record` and `--traffic`), `recording/` (`--record-format`: noVNC's playback
-//!   format, asciicast v2 with telnet's commands left out).
+//!   format, asciicast v2 with telnet's commands left out), `b64` (the `base64` subprotocol of old
+//!   clients, decoded and encoded in place).
 //! - `wrap/`: wrap mode (`-- CMD ARGS`): `supervisor` starts, watches, respawns and stops the
 //!   command; `preload` finds librebind.so and builds its environment; `leftovers` finds daemons
 //!   that left its process group.
@@ -62,6 +65,7 @@ pub mod sessions;
 pub mod target;
 pub mod tls;
 pub mod wrap;
+pub mod ws_target;
 
 /// Serves until SIGINT or SIGTERM (or a lifecycle option, or in wrap mode the command) ends it.
 /// `bound` holds each worker's listeners (`listener::bind_workers`); `api` and `metrics` are the

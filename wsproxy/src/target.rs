@@ -16,8 +16,12 @@ use tokio_util::either::Either;
 
 use crate::config::Target;
 use crate::listener::Plain;
+use crate::ws_target::{self, WsStream};
 
-pub type TargetStream = Either<Plain, Box<TlsStream<Plain>>>;
+/// A connection to the target: plain or TLS ...
+pub type Transport = Either<Plain, Box<TlsStream<Plain>>>;
+/// ... and spoken to as bytes, or as a WebSocket client (`crate::ws_target`).
+pub type TargetStream = Either<Transport, Box<WsStream<Transport>>>;
 
 /// How long one address gets to accept before the next is tried.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -29,12 +33,52 @@ const WRAPPED_REFUSED_RETRY: Duration = Duration::from_secs(1);
 /// The wrapped command's loopback address, `None` until it reports a bind (or while it restarts).
 pub type WrappedAddr = watch::Receiver<Option<SocketAddr>>;
 
+/// Connects to `target`; `tls` is `--ssl-target`'s configuration (TLS to every TCP target).
 pub async fn connect(
     target: &Target,
     tls: Option<&Arc<rustls::ClientConfig>>,
     wrapped: Option<&WrappedAddr>,
 ) -> io::Result<TargetStream> {
+    let Target::WebSocket(ws) = target else {
+        return Ok(Either::Left(connect_transport(target, tls, wrapped).await?));
+    };
+    let tls = match (ws.tls, tls) {
+        (true, None) => Some(default_tls()?),
+        (_, tls) => tls.cloned(),
+    };
+    let stream = connect_transport(&ws.transport, tls.as_ref(), wrapped).await?;
+    let host = match &ws.transport {
+        Target::Tcp { host, port } if host.contains(':') => format!("[{host}]:{port}"),
+        Target::Tcp { host, port } => format!("{host}:{port}"),
+        _ => "localhost".to_owned(),
+    };
+    let shaken = tokio::time::timeout(CONNECT_TIMEOUT, ws_target::handshake(stream, &host, &ws.path))
+        .await
+        .map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("no WebSocket handshake answer within {CONNECT_TIMEOUT:?}"),
+            )
+        })??;
+    Ok(Either::Right(Box::new(shaken)))
+}
+
+/// TLS for `wss://` targets without `--ssl-target`: the system's roots, loaded once.
+fn default_tls() -> io::Result<Arc<rustls::ClientConfig>> {
+    static CONFIG: std::sync::OnceLock<Result<Arc<rustls::ClientConfig>, String>> = std::sync::OnceLock::new();
+    CONFIG
+        .get_or_init(|| crate::tls::client_config(None))
+        .clone()
+        .map_err(io::Error::other)
+}
+
+async fn connect_transport(
+    target: &Target,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+    wrapped: Option<&WrappedAddr>,
+) -> io::Result<Transport> {
     match target {
+        Target::WebSocket(_) => Err(io::Error::other("a WebSocket target inside a WebSocket target")),
         Target::Wrapped { .. } => match wrapped {
             Some(addr) => Ok(Either::Left(Either::Left(connect_wrapped(addr.clone()).await?))),
             None => Err(io::Error::other("wrap mode without a supervisor")),

@@ -1,5 +1,6 @@
 //! The WebSocket opening handshake (RFC 6455 4.2), with websockify's rules: any path upgrades, and
-//! the only subprotocol is `binary` (base64 mode is gone since websockify 0.9).
+//! the subprotocol is `binary` whenever offered. `base64`, which websockify dropped in 0.9, is
+//! chosen again for old clients that offer it without `binary` (`crate::relay::b64`).
 
 use http::header::{
     CONNECTION, HeaderMap, HeaderValue, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_PROTOCOL,
@@ -8,6 +9,7 @@ use http::header::{
 use http::{Method, Response, StatusCode};
 
 use crate::http::web::{Body, text_response};
+use crate::relay::Payload;
 
 /// A request is a WebSocket upgrade when it is a GET with `Upgrade: websocket` (websockify does not
 /// look at `Connection`, and some proxies rewrite it).
@@ -47,12 +49,14 @@ fn check(headers: &HeaderMap) -> Result<Response<Body>, Box<Response<Body>>> {
             "Missing Sec-WebSocket-Key header",
         )));
     };
-    let binary = match offered_protocols(headers) {
-        None => false,
-        Some(offered) if offered.iter().any(|p| p == "binary") => true,
+    let chosen = match offered_protocols(headers) {
+        None => None,
+        Some(offered) if offered.iter().any(|p| p == "binary") => Some("binary"),
+        Some(offered) if offered.iter().any(|p| p == "base64") => Some("base64"),
         Some(offered) => {
-            let text =
-                format!("Invalid protocol selected: offered {offered:?}, wsproxy only speaks 'binary' (or none)");
+            let text = format!(
+                "Invalid protocol selected: offered {offered:?}, wsproxy speaks 'binary' (or none, or 'base64' for old clients)"
+            );
             return Err(Box::new(text_response(StatusCode::BAD_REQUEST, &text)));
         }
     };
@@ -65,10 +69,18 @@ fn check(headers: &HeaderMap) -> Result<Response<Body>, Box<Response<Body>>> {
     if let Ok(value) = HeaderValue::from_str(&accept) {
         headers.insert(SEC_WEBSOCKET_ACCEPT, value);
     }
-    if binary {
-        headers.insert(SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static("binary"));
+    if let Some(chosen) = chosen {
+        headers.insert(SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(chosen));
     }
     Ok(response)
+}
+
+/// What the client's messages carry, by the subprotocol an accepted upgrade chose.
+pub fn payload(response: &Response<Body>) -> Payload {
+    match response.headers().get(SEC_WEBSOCKET_PROTOCOL) {
+        Some(chosen) if chosen == "base64" => Payload::Base64,
+        _ => Payload::Binary,
+    }
 }
 
 /// Offered subprotocols, trimmed (websockify splits on ',' without trimming, so `base64, binary`
@@ -122,9 +134,24 @@ mod tests {
     }
 
     #[test]
+    fn base64_is_chosen_only_without_binary() {
+        for offer in ["base64", "BASE64", "chat, base64"] {
+            let mut h = headers(&BASE);
+            h.append(SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(offer));
+            let response = accept(&h);
+            assert_eq!(response.headers()[SEC_WEBSOCKET_PROTOCOL], "base64", "{offer}");
+            assert_eq!(payload(&response), Payload::Base64);
+        }
+        let mut h = headers(&BASE);
+        h.append(SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static("base64, binary"));
+        assert_eq!(payload(&accept(&h)), Payload::Binary);
+        assert_eq!(payload(&accept(&headers(&BASE))), Payload::Binary);
+    }
+
+    #[test]
     fn other_protocols_and_versions_are_refused() {
         let mut h = headers(&BASE);
-        h.append(SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static("base64"));
+        h.append(SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static("chat"));
         assert_eq!(accept(&h).status(), StatusCode::BAD_REQUEST);
         let h = headers(&[("sec-websocket-version", "12"), ("sec-websocket-key", "x")]);
         assert_eq!(accept(&h).status(), StatusCode::BAD_REQUEST);
@@ -166,11 +193,13 @@ mod properties {
                 }
             }
             let response = accept(&headers);
-            let offered_binary = protocols.iter().flat_map(|p| p.split(',')).any(|p| p.trim().eq_ignore_ascii_case("binary"));
+            let offered = |name: &str| protocols.iter().flat_map(|p| p.split(',')).any(|p| p.trim().eq_ignore_ascii_case(name));
+            let expected = if offered("binary") { Some("binary") } else if offered("base64") { Some("base64") } else { None };
             match response.status() {
                 StatusCode::SWITCHING_PROTOCOLS => {
                     prop_assert!(matches!(version.trim(), "13" | "8" | "7"));
-                    prop_assert_eq!(response.headers().get(SEC_WEBSOCKET_PROTOCOL).is_some(), offered_binary);
+                    let chosen = response.headers().get(SEC_WEBSOCKET_PROTOCOL).map(|v| v.to_str().unwrap().to_owned());
+                    prop_assert_eq!(chosen.as_deref(), expected);
                 }
                 status => prop_assert_eq!(status, StatusCode::BAD_REQUEST),
             }

@@ -26,9 +26,9 @@ use crate::http::web::{Body, text_response};
 use crate::http::{handshake, recordings};
 use crate::listener::Plain;
 use crate::ops::metrics::{Outcome, Refusal, Tally};
-use crate::relay::Relay;
 use crate::relay::frame::{ControlFrame, close};
 use crate::relay::tap::Tap;
+use crate::relay::{End, Payload, Relay};
 use crate::route::{Destination, Resolved};
 use crate::server::Shared;
 use crate::target;
@@ -79,7 +79,12 @@ pub async fn serve(shared: Arc<Shared>, stream: Plain, id: u64, _permit: OwnedSe
     if let Some(answered) = answered {
         tally.outcome = answered;
     }
-    let Some(Upgrade { pending, resolved }) = pending.filter(|_| !cancelled) else {
+    let Some(Upgrade {
+        pending,
+        resolved,
+        payload,
+    }) = pending.filter(|_| !cancelled)
+    else {
         return;
     };
     tally.outcome = Outcome::HandshakeFailed;
@@ -94,7 +99,16 @@ pub async fn serve(shared: Arc<Shared>, stream: Plain, id: u64, _permit: OwnedSe
             // idle session holds 8 KiB more (measured by `wsproxy-bench idle`: 7.15 → 3.09 KiB per session).
             let early = parts.read_buf.to_vec();
             drop(parts.read_buf);
-            relay(&shared, parts.io.into_inner(), &early, id, resolved, &mut tally).await
+            relay(
+                &shared,
+                parts.io.into_inner(),
+                &early,
+                id,
+                resolved,
+                payload,
+                &mut tally,
+            )
+            .await
         }
         Err(_) => warn!("internal error: upgraded connection has an unexpected type"),
     }
@@ -180,6 +194,7 @@ pub async fn api_call(api: axum::Router, secure: bool, req: Request<Incoming>) -
 struct Upgrade {
     pending: OnUpgrade,
     resolved: Resolved,
+    payload: Payload,
 }
 
 /// What the requests of one connection left for `serve`: the upgrade to relay, and how the last
@@ -280,6 +295,7 @@ async fn respond(
                         conn.upgrade = Some(Upgrade {
                             pending: hyper::upgrade::on(&mut req),
                             resolved,
+                            payload: handshake::payload(&response),
                         });
                     }
                     response
@@ -326,6 +342,7 @@ async fn relay(
     early: &[u8],
     id: u64,
     resolved: Resolved,
+    payload: Payload,
     tally: &mut Tally<'_>,
 ) {
     let config = &shared.config;
@@ -367,8 +384,9 @@ async fn relay(
         warn!("cannot record this session: {e}");
         None
     });
-    let mut relay = Relay::new(client, target, early, config.relay, tap);
-    if lease.is_some() {
+    let websocket = matches!(target, Either::Right(_));
+    let mut relay = Relay::with_payload(client, target, early, config.relay, tap, payload);
+    if lease.is_some() || websocket {
         relay.hold_target_eof();
     }
     let mut cancelled = std::pin::pin!(shared.cancel.cancelled());
@@ -392,6 +410,20 @@ async fn relay(
         }
         let polled = relay.poll_relay(cx);
         if polled.is_pending() && relay.target_eof_held() && !session_over {
+            // A WebSocket target's close code reaches the client as it is.
+            if let Either::Right(ws) = relay.target()
+                && let Some(code) = ws.closed_by().and_then(|close| close.code)
+            {
+                let reason = ws.closed_by().map(|close| close.reason.clone()).unwrap_or_default();
+                session_over = true;
+                relay.target_closed_with(code, &reason);
+                return relay.poll_relay(cx);
+            }
+            if lease.is_none() {
+                session_over = true;
+                relay.target_closed();
+                return relay.poll_relay(cx);
+            }
             let wait = eof_wait.get_or_insert_with(|| Box::pin(tokio::time::sleep(SESSION_EOF_GRACE)));
             if wait.as_mut().poll(cx).is_ready() {
                 session_over = true;
@@ -403,7 +435,7 @@ async fn relay(
     })
     .await;
     // The relay's parts (the recording among them) are finished before the session is logged closed.
-    let client = relay.into_client();
+    let (client, target) = relay.into_parts();
     info!(
         "closed: {}; {} bytes to target, {} bytes to client, {:.1}s",
         report.end,
@@ -415,7 +447,28 @@ async fn relay(
         metrics.session_ended(report.to_target, report.to_client, started.elapsed());
     }
     shared.session_closed();
-    linger(client).await;
+    match target {
+        Either::Right(mut ws) => {
+            let (code, reason) = close_for_target(&report.end);
+            let wait = config.relay.close_timeout;
+            tokio::join!(linger(client), ws.close(code, reason, wait));
+        }
+        Either::Left(_) => linger(client).await,
+    }
+}
+
+/// The close frame a WebSocket target gets when the session ends: the client's own close, else
+/// 1001 (going away). When the target closed first, only its reply goes out.
+fn close_for_target(end: &End) -> (Option<u16>, &str) {
+    match end {
+        End::ClientClosed(code, reason) => (*code, reason),
+        End::Shutdown => (Some(close::GOING_AWAY), "Server shutting down"),
+        End::SessionEnded(_) => (Some(close::GOING_AWAY), "Session ended"),
+        End::TargetClosed | End::TargetClosedWith(..) | End::TargetError(_) => (Some(close::NORMAL), ""),
+        End::ClientGone | End::ClientError(_) | End::Refused(_) | End::HeartbeatTimeout => {
+            (Some(close::GOING_AWAY), "Client gone")
+        }
+    }
 }
 
 /// How long a closed session keeps reading what the client still sends.

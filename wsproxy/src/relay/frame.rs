@@ -63,6 +63,16 @@ const fn violation(code: u16, reason: &'static str) -> Violation {
 /// frames must be short and unfragmented. Data-level rules (text frames, message size) are the
 /// relay's, because they depend on the session's state.
 pub fn parse_client_header(buf: &[u8]) -> Result<Option<Header>, Violation> {
+    parse_header(buf, true)
+}
+
+/// Parses the header of a frame sent by a server (a WebSocket target, `crate::ws_target`): the
+/// same rules, except that servers must not mask (RFC 6455 5.1); `mask` is zero.
+pub fn parse_server_header(buf: &[u8]) -> Result<Option<Header>, Violation> {
+    parse_header(buf, false)
+}
+
+fn parse_header(buf: &[u8], from_client: bool) -> Result<Option<Header>, Violation> {
     let [b0, b1, rest @ ..] = buf else {
         return Ok(None);
     };
@@ -80,8 +90,16 @@ pub fn parse_client_header(buf: &[u8]) -> Result<Option<Header>, Violation> {
     ) {
         return Err(violation(close::PROTOCOL_ERROR, "Unknown opcode"));
     }
-    if b1 & 0x80 == 0 {
-        return Err(violation(close::PROTOCOL_ERROR, "Protocol error: frame not masked"));
+    let masked = b1 & 0x80 != 0;
+    if masked != from_client {
+        return Err(violation(
+            close::PROTOCOL_ERROR,
+            if from_client {
+                "Protocol error: frame not masked"
+            } else {
+                "Protocol error: server frame masked"
+            },
+        ));
     }
     let (payload_len, rest, ext) = match b1 & 0x7F {
         126 => match rest {
@@ -100,8 +118,10 @@ pub fn parse_client_header(buf: &[u8]) -> Result<Option<Header>, Violation> {
         },
         short => (u64::from(short), rest, 0),
     };
-    let Some(mask) = rest.first_chunk::<4>() else {
-        return Ok(None);
+    let mask = match rest.first_chunk::<4>() {
+        Some(mask) => *mask,
+        None if !masked => [0; 4],
+        None => return Ok(None),
     };
     if opcode & 0x8 != 0 {
         if !fin {
@@ -114,10 +134,30 @@ pub fn parse_client_header(buf: &[u8]) -> Result<Option<Header>, Violation> {
     Ok(Some(Header {
         fin,
         opcode,
-        mask: *mask,
+        mask,
         payload_len,
-        header_len: 2 + ext + 4,
+        header_len: 2 + ext + if masked { 4 } else { 0 },
     }))
+}
+
+/// Writes the header of a masked, final client frame at the start of `buf` (which must hold
+/// `MAX_CLIENT_HEADER` bytes) and returns its length; the payload, masked with `mask`, follows.
+pub fn write_client_header(buf: &mut [u8], opcode: u8, payload_len: usize, mask: [u8; 4]) -> usize {
+    buf[0] = 0x80 | opcode;
+    let at = if payload_len < 126 {
+        buf[1] = 0x80 | payload_len as u8;
+        2
+    } else if let Ok(len) = u16::try_from(payload_len) {
+        buf[1] = 0x80 | 126;
+        buf[2..4].copy_from_slice(&len.to_be_bytes());
+        4
+    } else {
+        buf[1] = 0x80 | 127;
+        buf[2..10].copy_from_slice(&(payload_len as u64).to_be_bytes());
+        10
+    };
+    buf[at..at + 4].copy_from_slice(&mask);
+    at + 4
 }
 
 /// Unmasks `len` bytes starting at `src` and stores them at `dst` (`dst <= src`), in one pass.
@@ -320,6 +360,33 @@ pub(super) mod tests {
                 assert_eq!(&buf[..plain.len()], &plain[..], "offset {offset} gap {gap}");
             }
         }
+    }
+
+    #[test]
+    fn client_headers_written_here_parse_back_and_server_frames_must_not_mask() {
+        for len in [0usize, 125, 126, 65535, 65536, 300_000] {
+            let mut buf = [0u8; MAX_CLIENT_HEADER];
+            let n = write_client_header(&mut buf, OP_BINARY, len, [9, 8, 7, 6]);
+            let header = parse_client_header(&buf[..n]).unwrap().unwrap();
+            assert_eq!(
+                (header.payload_len, header.header_len, header.mask),
+                (len as u64, n, [9, 8, 7, 6])
+            );
+            assert!(
+                parse_server_header(&buf[..n]).is_err(),
+                "a masked server frame is refused"
+            );
+            let mut server = [0u8; MAX_SERVER_HEADER];
+            let start = write_server_header(&mut server, MAX_SERVER_HEADER, OP_BINARY, len);
+            let header = parse_server_header(&server[start..]).unwrap().unwrap();
+            assert_eq!(
+                (header.payload_len, header.header_len),
+                (len as u64, MAX_SERVER_HEADER - start)
+            );
+            assert!(parse_client_header(&server[start..]).is_err());
+        }
+        assert_eq!(parse_server_header(&[0x82]), Ok(None));
+        assert_eq!(parse_server_header(&[0x82, 126, 0]), Ok(None));
     }
 
     #[test]

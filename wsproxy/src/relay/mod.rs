@@ -10,10 +10,13 @@
 //!   room, the frame header is written just in front of them, and header + payload leave in one write.
 //! - **Backpressure**: a direction reads again only once its previous output is fully written, so a
 //!   slow reader slows the writer on the other side and memory stays at one buffer per direction.
+//! - **`base64` clients** (the subprotocol of old clients): their messages are decoded in place
+//!   as they stream in (`b64`), and target bytes go out as base64 text frames, encoded in place.
 //! - **Closing**: a close frame is queued between data frames. Whoever closes first, the relay
 //!   finishes the closing handshake, delivers everything already read, half-closes the target
 //!   (`shutdown(Write)`) and ends. Waiting for the peer's close reply is bounded by a timeout.
 
+pub mod b64;
 pub mod buffer;
 pub mod frame;
 #[cfg(test)]
@@ -58,6 +61,8 @@ pub struct Settings {
 pub enum End {
     ClientClosed(Option<u16>, String),
     TargetClosed,
+    /// A WebSocket target's close frame, passed on to the client.
+    TargetClosedWith(u16, String),
     ClientGone,
     ClientError(io::Error),
     TargetError(io::Error),
@@ -76,6 +81,8 @@ impl fmt::Display for End {
             End::ClientClosed(Some(code), reason) => write!(f, "client closed ({code} {reason})"),
             End::ClientClosed(None, _) => write!(f, "client closed (no status)"),
             End::TargetClosed => write!(f, "target closed"),
+            End::TargetClosedWith(code, reason) if reason.is_empty() => write!(f, "target closed ({code})"),
+            End::TargetClosedWith(code, reason) => write!(f, "target closed ({code} {reason})"),
             End::ClientGone => write!(f, "client disconnected without a close frame"),
             End::ClientError(e) => write!(f, "client error: {e}"),
             End::TargetError(e) => write!(f, "target error: {e}"),
@@ -93,6 +100,15 @@ pub struct Report {
     pub end: End,
     pub to_target: u64,
     pub to_client: u64,
+}
+
+/// What the client's messages carry: the subprotocol it chose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Payload {
+    /// The bytes themselves (`binary`, or no subprotocol).
+    Binary,
+    /// Base64 text (`base64`), both ways.
+    Base64,
 }
 
 /// How the relay treats bytes from the client.
@@ -128,6 +144,8 @@ struct Up {
     target_shut: bool,
     /// A frame arrived since the last heartbeat ping.
     heard: bool,
+    /// `Payload::Base64`: the decoder of the client's base64 messages.
+    base64: Option<b64::Decoder>,
 }
 
 /// Target → client state: `[start..end)` of the buffer is a frame being written.
@@ -137,6 +155,10 @@ struct Down {
     end: usize,
     /// The frame in `start..end` has not begun to go out (it may still be dropped whole).
     untouched: bool,
+    /// Target bytes in that frame (fewer than its payload when base64 encoded).
+    payload: usize,
+    /// `Payload::Base64`: target bytes go out as base64 text frames.
+    base64: bool,
     reading: bool,
     dirty: bool,
     client_ok: bool,
@@ -189,6 +211,19 @@ where
 {
     /// `early` holds client bytes read past the HTTP handshake (a client may send frames at once).
     pub fn new(client: C, target: T, early: &[u8], settings: Settings, tap: Option<Box<Tap>>) -> Self {
+        Self::with_payload(client, target, early, settings, tap, Payload::Binary)
+    }
+
+    /// `new`, for a client whose messages carry `payload`.
+    pub fn with_payload(
+        client: C,
+        target: T,
+        early: &[u8],
+        settings: Settings,
+        tap: Option<Box<Tap>>,
+        payload: Payload,
+    ) -> Self {
+        let base64 = payload == Payload::Base64;
         let mut up = Up {
             buf: Slot::default(),
             out_start: 0,
@@ -205,6 +240,7 @@ where
             target_ok: true,
             target_shut: false,
             heard: false,
+            base64: base64.then(b64::Decoder::default),
         };
         if !early.is_empty() {
             let buf = up.buf.get();
@@ -227,6 +263,8 @@ where
                 client_ok: true,
                 client_shut: false,
                 untouched: false,
+                payload: 0,
+                base64,
             },
             writing: None,
             control: VecDeque::new(),
@@ -273,9 +311,24 @@ where
         self.begin_close(close::NORMAL, "Target closed", End::TargetClosed);
     }
 
+    /// The close a WebSocket target's close frame gives: its code and reason reach the client.
+    pub fn target_closed_with(&mut self, code: u16, reason: &str) {
+        self.begin_close(code, reason, End::TargetClosedWith(code, reason.to_owned()));
+    }
+
     /// The client stream, once the relay is over (for the lingering close).
     pub fn into_client(self) -> C {
         self.client
+    }
+
+    /// The target stream, while the relay runs.
+    pub fn target(&self) -> &T {
+        &self.target
+    }
+
+    /// Both streams, once the relay is over (a WebSocket target still gets its close frame).
+    pub fn into_parts(self) -> (C, T) {
+        (self.client, self.target)
     }
 
     /// Drives both directions; ready when the session is over.
@@ -493,7 +546,7 @@ where
                     // dropped, so the close reply comes next (noVNC logs an error for data that
                     // arrives after its close). One half written is finished, to keep the framing.
                     if self.down.untouched {
-                        self.to_client -= (self.down.end - MAX_SERVER_HEADER) as u64;
+                        self.to_client -= self.down.payload as u64;
                         self.down.start = self.down.end;
                         self.down.untouched = false;
                     }
@@ -604,7 +657,12 @@ where
             }
 
             let buf = down.buf.get();
-            let mut read = ReadBuf::new(&mut buf[MAX_SERVER_HEADER..]);
+            // Base64 text is 4/3 of the bytes: read only what fits once encoded.
+            let room = match down.base64 {
+                true => MAX_SERVER_HEADER + b64::max_input(buf.len() - MAX_SERVER_HEADER),
+                false => buf.len(),
+            };
+            let mut read = ReadBuf::new(&mut buf[MAX_SERVER_HEADER..room]);
             match Pin::new(&mut self.target).poll_read(cx, &mut read) {
                 Poll::Pending => {
                     down.buf.release();
@@ -622,15 +680,19 @@ where
                 }
                 Poll::Ready(Ok(())) => {
                     let n = read.filled().len();
-                    let end = MAX_SERVER_HEADER + n;
-                    down.start = frame::write_server_header(buf, MAX_SERVER_HEADER, OP_BINARY, n);
-                    down.end = end;
-                    down.untouched = true;
-                    self.to_client += n as u64;
                     if let Some(tap) = &mut self.tap {
                         tap.traffic("{");
-                        tap.to_client(&buf[MAX_SERVER_HEADER..end]);
+                        tap.to_client(&buf[MAX_SERVER_HEADER..MAX_SERVER_HEADER + n]);
                     }
+                    let (len, opcode) = match down.base64 {
+                        true => (b64::encode_in_place(buf, MAX_SERVER_HEADER, n), OP_TEXT),
+                        false => (n, OP_BINARY),
+                    };
+                    down.start = frame::write_server_header(buf, MAX_SERVER_HEADER, opcode, len);
+                    down.end = MAX_SERVER_HEADER + len;
+                    down.payload = n;
+                    down.untouched = true;
+                    self.to_client += n as u64;
                 }
             }
         }
@@ -650,9 +712,23 @@ impl Up {
                 let n = usize::try_from(self.remaining).map_or(available, |r| r.min(available));
                 frame::unmask_move(buf, self.pos, self.out_end, n, self.mask, self.mask_offset);
                 self.pos += n;
-                self.out_end += n;
                 self.remaining -= n as u64;
                 self.mask_offset += n as u64;
+                let Some(decoder) = &mut self.base64 else {
+                    self.out_end += n;
+                    continue;
+                };
+                match decoder.decode(buf, self.out_end, self.out_end, n) {
+                    Ok(bytes) => self.out_end += bytes,
+                    Err(violation) => return Some(Event::Refuse(violation)),
+                }
+                // The message's last frame is all here: its last group must be complete.
+                if self.remaining == 0
+                    && !self.in_message
+                    && let Err(violation) = decoder.end_message()
+                {
+                    return Some(Event::Refuse(violation));
+                }
                 continue;
             }
             let header = match frame::parse_client_header(&buf[self.pos..self.filled]) {
@@ -662,8 +738,15 @@ impl Up {
             };
             self.heard = true;
             match header.opcode {
-                OP_BINARY | OP_CONTINUATION => {
-                    if header.opcode == OP_BINARY && self.in_message {
+                OP_TEXT if self.base64.is_none() => {
+                    return Some(refuse(
+                        close::UNSUPPORTED_DATA,
+                        "Unsupported: Text frames are not supported",
+                    ));
+                }
+                // Base64 clients send text frames (websockify's old mode decoded binary ones too).
+                OP_BINARY | OP_TEXT | OP_CONTINUATION => {
+                    if header.opcode != OP_CONTINUATION && self.in_message {
                         return Some(refuse(close::PROTOCOL_ERROR, "Expected a continuation frame"));
                     }
                     if header.opcode == OP_CONTINUATION && !self.in_message {
@@ -681,12 +764,13 @@ impl Up {
                     self.remaining = header.payload_len;
                     self.mask = header.mask;
                     self.mask_offset = 0;
-                }
-                OP_TEXT => {
-                    return Some(refuse(
-                        close::UNSUPPORTED_DATA,
-                        "Unsupported: Text frames are not supported",
-                    ));
+                    if header.fin
+                        && header.payload_len == 0
+                        && let Some(decoder) = &mut self.base64
+                        && let Err(violation) = decoder.end_message()
+                    {
+                        return Some(Event::Refuse(violation));
+                    }
                 }
                 opcode => {
                     // Control frames are at most 131 bytes: wait until the whole frame is here.

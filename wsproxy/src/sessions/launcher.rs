@@ -59,6 +59,8 @@ pub enum Ready {
     Unix(PathBuf),
     /// A line of its stdout names the address (`host` and `port` groups).
     Announce(Regex),
+    /// `ws://`, `wss://` or `ws+unix:`: it speaks WebSocket where it listens (QEMU's websocket=on).
+    WebSocket(Box<crate::config::WsTarget>),
 }
 
 /// Why a launch did not end listening.
@@ -200,6 +202,7 @@ pub async fn launch(spec: Spec, stop: &CancellationToken, grace: Duration) -> Re
                 port: *port,
             },
             Ready::Unix(path) => Target::Unix(path.clone()),
+            Ready::WebSocket(ws) => Target::WebSocket(ws.clone()),
             Ready::Announce(_) => {
                 let found = announcement
                     .wait_for(Option::is_some)
@@ -246,6 +249,10 @@ pub async fn launch(spec: Spec, stop: &CancellationToken, grace: Duration) -> Re
 /// target elsewhere is connected to.
 async fn accepts(target: &Target) {
     let started = Instant::now();
+    let target = match target {
+        Target::WebSocket(ws) => &ws.transport,
+        target => target,
+    };
     loop {
         let ok = match target {
             Target::Tcp { host, port } if is_local(host) => {
@@ -261,7 +268,7 @@ async fn accepts(target: &Target) {
                     .await
                     .unwrap_or(false)
             }
-            Target::Wrapped { .. } => true,
+            Target::Wrapped { .. } | Target::WebSocket(_) => true,
         };
         if ok {
             return;

@@ -731,6 +731,7 @@ impl Manager {
                 let text = substitute(text, value);
                 match crate::config::parse_target(&text)? {
                     Target::Tcp { host, port } => Ready::Tcp { host, port },
+                    Target::WebSocket(ws) => Ready::WebSocket(ws),
                     other => return Err(format!("target {other} is not HOST:PORT")),
                 }
             }
@@ -1190,9 +1191,8 @@ impl Lease {
                 // The owner answers once the command listens, which may take its start timeout.
                 let wait = self.manager.services().timing.start_timeout + Duration::from_secs(5);
                 let stream = cluster::connect(forward, wait).await?;
-                return Ok(tokio_util::either::Either::Left(tokio_util::either::Either::Left(
-                    stream,
-                )));
+                use tokio_util::either::Either;
+                return Ok(Either::Left(Either::Left(Either::Left(stream))));
             }
             Via::Direct { target, .. } => {
                 let target = crate::config::parse_target(target)?;

@@ -131,7 +131,8 @@ impl Page {
 pub enum TargetRule {
     /// The command binds `{port}`; librebind.so moves it to a loopback port and reports it.
     Rebind,
-    /// `HOST:PORT` (placeholders allowed), connected to once it accepts.
+    /// `HOST:PORT` (placeholders allowed), connected to once it accepts; also a target that speaks
+    /// WebSocket, `ws://HOST:PORT/PATH`, `wss://...` or `ws+unix:PATH` (`crate::ws_target`).
     Tcp(String),
     /// `unix:PATH` (placeholders allowed).
     Unix(String),
@@ -401,7 +402,8 @@ fn service(s: ServiceFile) -> Result<Service, String> {
             None if t.contains(':') => TargetRule::Tcp(t),
             None => {
                 return Err(err(format!(
-                    "target {t:?} must be \"rebind\", \"HOST:PORT\", \"unix:PATH\" or {{ announce = 'REGEX' }}"
+                    "target {t:?} must be \"rebind\", \"HOST:PORT\", \"unix:PATH\", \"ws://HOST:PORT/\", \"ws+unix:PATH\" or \
+                     {{ announce = 'REGEX' }}"
                 )));
             }
         },
