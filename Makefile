@@ -13,7 +13,7 @@ DEPS := cc:gcc nm:binutils python3:python3 openssl:openssl \
 	in.telnetd:telnetd-ssl vncserver:tigervnc-standalone-server :xfonts-base redis-server:redis-server \
 	qemu-system-x86_64:qemu-system-x86 promtool:prometheus
 
-.PHONY: all build web test deps fmt-check clippy unit-and-e2e api-conformance browser-test bench install demo clean
+.PHONY: all build web test deps fmt-check clippy unit-and-e2e api-conformance autobahn browser-test bench install demo clean
 
 all: build web
 
@@ -43,11 +43,18 @@ unit-and-e2e:
 api-conformance:
 	scripts/api-conformance
 
+# The Autobahn|Testsuite's fuzzing client (kosoku, PyPI, in target/kosoku-venv) through wsproxy in
+# front of an echo target, every case (about 65 s); report in test-output/autobahn/. Fails unless
+# each case passes or fails by design for a byte relay (scripts/autobahn-check says which).
+# Uses target/debug/wsproxy, which unit-and-e2e builds (WSPROXY=path for another).
+autobahn:
+	scripts/autobahn
+
 # The consoles in headless Chromium against a real Xvnc, telnetd and a serial line.
 browser-test: build
 	tests/browser/run
 
-test: deps fmt-check clippy unit-and-e2e api-conformance browser-test
+test: deps fmt-check clippy unit-and-e2e api-conformance autobahn browser-test
 
 # Every scenario against websockify, websocat, socat and raw-relay (two raw TCP relays in front
 # of the in-process WebSocket server: what one more hop costs), then wss:// throughput. The
