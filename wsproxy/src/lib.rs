@@ -28,6 +28,8 @@
 //!   that left its process group.
 //! - `reloading`: a value read from files and read again when they change (token files, keys).
 //! - `logging`: stderr, `--log-file` and `--syslog` sinks.
+//! - `fuzzing`: fuzz targets (frames, a whole relay session, the handshake, token and services
+//!   files) for `wsproxy/fuzz/`'s libFuzzer targets and the stable harness in its tests.
 //! - `ops/`: what an operator watches: `metrics`, the Prometheus metrics of `--metrics` (one
 //!   registry of closed-label series, recorded at a few places along the path above).
 #![forbid(unsafe_code)]
@@ -36,6 +38,7 @@ pub mod auth;
 pub mod autocert;
 pub mod cli;
 pub mod config;
+pub mod fuzzing;
 pub mod gate;
 pub mod http;
 pub mod listener;

@@ -144,14 +144,19 @@ impl Expr {
                 let n: u64 = term
                     .parse()
                     .map_err(|_| format!("{text:?} must be a number, {{index}}, or N+{{index}}"))?;
-                expr.constant += n;
+                expr.constant = expr
+                    .constant
+                    .checked_add(n)
+                    .ok_or_else(|| format!("{text:?} is too large"))?;
             }
         }
         Ok(expr)
     }
 
+    /// The value for `index`; one too large for a port or display is refused where it is used.
     pub fn eval(&self, index: u32) -> u64 {
-        self.constant + if self.plus_index { u64::from(index) } else { 0 }
+        self.constant
+            .saturating_add(if self.plus_index { u64::from(index) } else { 0 })
     }
 }
 
@@ -719,6 +724,9 @@ target = { announce = 'PA_REMOTE_CONNECTION;[^;]*;vnc;(?P<host>[^:;]+):(?P<port>
         assert_eq!(Expr::parse("5900+{index}").unwrap().eval(3), 5903);
         assert_eq!(Expr::parse("{index}").unwrap().eval(3), 3);
         assert!(Expr::parse("x+1").is_err());
+        // Found by the services_file fuzz target: an overflow panicked in debug builds.
+        assert!(Expr::parse("18446744073709551615+1").is_err());
+        assert_eq!(Expr::parse("18446744073709551615+{index}").unwrap().eval(1), u64::MAX);
     }
 
     #[test]
