@@ -9,6 +9,7 @@ mod metrics;
 mod real_servers;
 mod relay;
 mod sessions;
+mod share;
 mod tokens;
 mod util;
 mod wrap;

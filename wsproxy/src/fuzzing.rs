@@ -498,7 +498,7 @@ mod tests {
         let seed = std::env::var("WSPROXY_FUZZ_SEED")
             .ok()
             .and_then(|s| s.parse().ok())
-            .unwrap_or(0x5EED_0F_F022u64);
+            .unwrap_or(0x5EED_F0F0_F022_u64);
         let mut rng = Rng(seed | 1);
         let inputs = seeds.iter().cloned().chain((0..generated).map(|i| {
             if i % 2 == 0 {

@@ -20,6 +20,8 @@
 //!   the per-address limit on failures.
 //! - `target`: connecting to the target (every resolved address, optional TLS, UNIX sockets, the
 //!   wrapped command's moved port).
+//! - `share`: `--share`: one target connection fanned out to several windows (a window is a
+//!   stream the relay reads and writes like a target's; `Upstream` says which it has).
 //! - `relay/`: the data path, one hand-polled future per session with backpressure both ways;
 //!   `frame` (the framing, pure functions), `buffer` (buffers only while data flows, pooled per
 //!   thread), `tap` (`--record` and `--traffic`).
@@ -49,6 +51,7 @@ pub mod reloading;
 pub mod route;
 pub mod server;
 pub mod sessions;
+pub mod share;
 pub mod target;
 pub mod tls;
 pub mod wrap;

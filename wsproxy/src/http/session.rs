@@ -31,6 +31,7 @@ use crate::relay::frame::{ControlFrame, close};
 use crate::relay::tap::Tap;
 use crate::route::{Destination, Resolved};
 use crate::server::Shared;
+use crate::share::Upstream;
 use crate::target;
 
 /// A client connection after TLS detection.
@@ -326,19 +327,26 @@ async fn relay(
         Destination::Session(lease) => Some(lease),
         Destination::Target(_) => None,
     };
-    let connected = match &resolved.destination {
-        Destination::Target(target) => target::connect(target, config.target_tls.as_ref(), shared.wrapped.as_ref())
-            .await
-            .map_err(|e| {
-                (
-                    format!("cannot connect to target {named}: {e}"),
-                    "Failed to connect to downstream server".to_owned(),
-                )
-            }),
-        Destination::Session(lease) => lease
-            .connect()
-            .await
-            .map_err(|reason| (format!("{named}: {reason}"), reason)),
+    let connect = async {
+        match &resolved.destination {
+            Destination::Target(target) => target::connect(target, config.target_tls.as_ref(), shared.wrapped.as_ref())
+                .await
+                .map_err(|e| {
+                    (
+                        format!("cannot connect to target {named}: {e}"),
+                        "Failed to connect to downstream server".to_owned(),
+                    )
+                }),
+            Destination::Session(lease) => lease
+                .connect()
+                .await
+                .map_err(|reason| (format!("{named}: {reason}"), reason)),
+        }
+    };
+    // A shared target: a window on the connection the first window made (`crate::share`).
+    let connected = match config.share.key(&resolved) {
+        Some(key) => config.share.open(key, connect).await,
+        None => connect.await.map(Upstream::Own),
     };
     let target = match connected {
         Ok(target) => target,
@@ -357,15 +365,29 @@ async fn relay(
         warn!("cannot record this session: {e}");
         None
     });
+    let lagged = target.lagged();
     let mut relay = Relay::new(client, target, early, config.relay, tap);
     if lease.is_some() {
         relay.hold_target_eof();
     }
     let mut cancelled = std::pin::pin!(shared.cancel.cancelled());
+    // The session behind the target ended, or this window fell too far behind a shared target.
     let mut ended = std::pin::pin!(async {
-        match lease {
-            Some(lease) => lease.ended().await,
-            None => std::future::pending().await,
+        let session = async {
+            match lease {
+                Some(lease) => lease.ended().await,
+                None => std::future::pending().await,
+            }
+        };
+        let behind = async {
+            match &lagged {
+                Some(lagged) => lagged.wait().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            end = session => end,
+            end = behind => end,
         }
     });
     let mut eof_wait: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;

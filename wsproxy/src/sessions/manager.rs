@@ -615,6 +615,11 @@ impl Lease {
         &self.runtime.id
     }
 
+    /// The service says `share = true`: the session's clients share one target connection.
+    pub fn shared(&self) -> bool {
+        self.manager.services.services[self.runtime.service].share
+    }
+
     /// Waits for the launch (shared by every client of the session) and connects to the target;
     /// the error is the reason clients are told (`exited with status 1`, `did not listen ...`).
     pub async fn connect(&self) -> Result<TargetStream, String> {

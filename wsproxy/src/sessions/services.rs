@@ -78,6 +78,8 @@ pub struct Service {
     pub options: BTreeMap<String, OptionRule>,
     /// The seed's JSON services pass the options as JSON in `WSPROXY_OPTIONS`.
     pub options_env: bool,
+    /// `share = true`: the clients of a session share one target connection (`crate::share`).
+    pub share: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -255,6 +257,8 @@ struct ServiceFile {
     page: Page,
     #[serde(default)]
     options: BTreeMap<String, OptionFile>,
+    #[serde(default)]
+    share: bool,
 }
 
 fn default_page() -> Page {
@@ -423,6 +427,7 @@ fn service(s: ServiceFile) -> Result<Service, String> {
         page: s.page,
         options,
         options_env: false,
+        share: s.share,
     };
     for text in service.templates() {
         check_placeholders(text, &service).map_err(err)?;
@@ -560,6 +565,7 @@ pub fn from_json(text: &str) -> Result<Services, String> {
             secret: None,
             page: Page::Vnc,
             options,
+            share: false,
         })?;
         service.options_env = true;
         services.push(service);
