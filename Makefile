@@ -13,7 +13,7 @@ DEPS := cc:gcc nm:binutils python3:python3 openssl:openssl \
 	in.telnetd:telnetd-ssl vncserver:tigervnc-standalone-server :xfonts-base redis-server:redis-server \
 	qemu-system-x86_64:qemu-system-x86 promtool:prometheus
 
-.PHONY: all build web test deps fmt-check clippy unit-and-e2e api-conformance autobahn browser-test bench install demo clean
+.PHONY: all build web test deps fmt-check clippy unit-and-e2e api-conformance autobahn fuzz browser-test bench install demo clean
 
 all: build web
 
@@ -49,6 +49,12 @@ api-conformance:
 # Uses target/debug/wsproxy, which unit-and-e2e builds (WSPROXY=path for another).
 autobahn:
 	scripts/autobahn
+
+# Coverage-guided fuzzing of wsproxy/fuzz/'s targets with libFuzzer (nightly, cargo-fuzz installed
+# into target/cargo-fuzz), FUZZ_SECONDS each (default 60). Not part of `make test`, which runs the
+# same targets on stable over the seed corpus and generated inputs (cargo test ... fuzzing).
+fuzz:
+	scripts/fuzz $(FUZZ_SECONDS)
 
 # The consoles in headless Chromium against a real Xvnc, telnetd and a serial line.
 browser-test: build
