@@ -11,7 +11,8 @@
 //! - Scenarios: `throughput` (one connection, SIZE bytes each way), `rtt` (32-byte round trips
 //!   on 1 and on 64 connections), `connects` (connections per second, also through proxies
 //!   that route by token), `idle` (proxy memory per idle connection); `sessions` (wsproxy's
-//!   on-demand sessions: launch on first connect, reservations per second) runs on its own.
+//!   on-demand sessions: launch on first connect, reservations per second) runs on its own,
+//!   and so does `soak` (long concurrent load while targets are killed; no leak after).
 //! - `peer`: the baseline or a proxy, and the far end (TCP backend or WebSocket server) of a run.
 //! - `proxy`: `NAME=TEMPLATE` specs; starting a proxy, waiting until it listens, stopping it.
 //! - `relay`: a minimal raw TCP relay, run as a reference peer (`wsproxy-bench relay`).
@@ -51,6 +52,7 @@ mod report;
 mod rng;
 mod rtt;
 mod sessions;
+mod soak;
 mod stats;
 mod throughput;
 mod tls;
