@@ -6,7 +6,7 @@
 //! wrap mode (`--wrap-mode=respawn`), each wrapping an echo server of its own.
 //!
 //! Load: `--sessions` clients at once, each opening a session on a random endpoint (a token or
-//! a wrapped wsproxy), doing 10-100 round trips of 1 B-8 KiB of random bytes with 50-250 ms
+//! a wrapped wsproxy), doing 10-100 round trips of 1 B-8 KiB (one in 20: up to 512 KiB) of random bytes with 50-250 ms
 //! between them (each echo compared byte for byte with what was sent), closing, and starting
 //! over. Every `--kill-every-ms` a random target is SIGKILLed and started again, or (at most one
 //! every 5 s per wrapped wsproxy) a wrapped command is SIGKILLed and wsproxy respawns it.
@@ -404,7 +404,10 @@ async fn session(end: &Endpoint, rng: &mut XorShift, deadline: Instant, tally: &
             break;
         }
         payload.clear();
-        let len = 1 + (rng.next_u64() % 8192) as usize;
+        // Mostly console-sized, one in 20 up to 512 KiB: those fill wsproxy's 256 KiB relay
+        // buffers, so the warm-up already touches every page of its pooled buffers.
+        let most = if rng.next_u64() % 20 == 0 { 512 * 1024 } else { 8192 };
+        let len = 1 + (rng.next_u64() % most) as usize;
         payload.extend((0..len).map(|_| rng.next_u64() as u8));
         tokio::time::timeout(STEP_WAIT, conn.round_trip(&payload))
             .await
