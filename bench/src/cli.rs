@@ -84,6 +84,13 @@ pub enum Command {
     ///     --proxy 'wsproxy=target/release/wsproxy --sessions {services} 127.0.0.1:{listen}'
     #[command(verbatim_doc_comment)]
     Cluster(Cluster),
+    /// Soak: --sessions sessions at once for --secs with traffic both ways (every echo compared),
+    /// while token targets and wrapped commands are SIGKILLed at random; fails on a crash or
+    /// panic, a failed session on a living target, file descriptors or memory not back within
+    /// 5 % of the baseline after the load, or a zombie process. What `make soak` runs:
+    ///   wsproxy-bench soak --wsproxy target/release/wsproxy --sessions 1000 --secs 600
+    #[command(verbatim_doc_comment)]
+    Soak(Soak),
     /// A minimal raw TCP relay (tokio copy_bidirectional, current_thread), used as a reference
     /// peer: --proxy 'raw-relay=target/release/wsproxy-bench relay 127.0.0.1:{listen} {ws-target}'
     #[command(hide = true)]
@@ -91,6 +98,31 @@ pub enum Command {
     /// A TCP echo server on 127.0.0.1:PORT, the command the sessions scenario launches.
     #[command(hide = true)]
     EchoServer(EchoServer),
+}
+
+#[derive(Args)]
+pub struct Soak {
+    /// The wsproxy binary under test.
+    #[arg(long, default_value = "target/release/wsproxy")]
+    pub wsproxy: PathBuf,
+    /// Sessions open at once.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub sessions: u32,
+    /// How long the load and the kills go on, in seconds.
+    #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
+    pub secs: u64,
+    /// The warm-up before the baseline (the same load and kills), in seconds.
+    #[arg(long, default_value_t = 30)]
+    pub warmup_secs: u64,
+    /// Echo servers behind the wsproxy that routes by token.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..))]
+    pub targets: u32,
+    /// wsproxies in wrap mode, each wrapping an echo server.
+    #[arg(long, default_value_t = 2)]
+    pub wrapped: u32,
+    /// A kill every this many milliseconds.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub kill_every_ms: u64,
 }
 
 /// `wsproxy-bench echo-server PORT`: binds 127.0.0.1:PORT and echoes every connection until killed;

@@ -11,10 +11,11 @@
 //! - Scenarios: `throughput` (one connection, SIZE bytes each way), `rtt` (32-byte round trips
 //!   on 1 and on 64 connections), `connects` (connections per second, also through proxies
 //!   that route by token), `idle` (proxy memory per idle connection); `sessions` (wsproxy's
-//!   on-demand sessions: launch on first connect, reservations per second) and `cluster`
+//!   on-demand sessions: launch on first connect, reservations per second), `cluster`
 //!   (instances sharing sessions through Redis: reservations per second through one and through
 //!   several, the extra latency of a client forwarded to the instance that launched its session)
-//!   run on their own; `reserve` is their reservation load.
+//!   and `soak` (long concurrent load while targets are killed; no leak after) run on their own;
+//!   `reserve` is the reservation load of `sessions` and `cluster`.
 //! - `peer`: the baseline or a proxy, and the far end (TCP backend or WebSocket server) of a run.
 //! - `proxy`: `NAME=TEMPLATE` specs; starting a proxy, waiting until it listens, stopping it.
 //! - `relay`: a minimal raw TCP relay, run as a reference peer (`wsproxy-bench relay`).
@@ -57,6 +58,7 @@ mod reserve;
 mod rng;
 mod rtt;
 mod sessions;
+mod soak;
 mod stats;
 mod throughput;
 mod tls;

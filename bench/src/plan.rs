@@ -62,6 +62,7 @@ pub async fn run(command: Command) -> Result<(), String> {
         Command::Relay(_) | Command::EchoServer(_) => return Err("not a scenario".into()),
         Command::Sessions(args) => return sessions::run(args).await,
         Command::Cluster(args) => return cluster::run(args).await,
+        Command::Soak(args) => return crate::soak::run(&args).await,
         Command::All(args) => {
             let plan = Plan {
                 throughput: Some(throughput_options(&args.throughput, &args.common, None)),

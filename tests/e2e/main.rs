@@ -14,6 +14,7 @@ mod recording;
 mod relay;
 mod reload;
 mod sessions;
+mod share;
 mod systemd;
 mod tokens;
 mod util;

@@ -377,6 +377,41 @@ async fn the_first_connection_launches_windows_share_it_and_the_last_one_stops_i
     assert_eq!(reserve(addr, "alice-token", "echo").await["index"], 0);
 }
 
+/// `share = true`: the windows of a session share one connection to its command, so each sees
+/// the echo of what the other typed (without it, each would have its own echo).
+#[tokio::test]
+async fn a_shared_service_gives_its_windows_one_connection() {
+    let services = r#"
+[[service]]
+name = "shared-echo"
+count = 1
+command = ["python3", "ECHO", "unix", "{runtime_dir}/echo.sock"]
+target = "unix:{runtime_dir}/echo.sock"
+page = "serial"
+share = true
+"#;
+    let f = start("reserve_timeout = 60\nlinger = 0", services);
+    let addr = f.proxy.addr;
+    let mine = reserve(addr, "alice-token", "shared-echo").await;
+    let token = mine["token"].as_str().unwrap();
+    let mut first = open(addr, token).await;
+    first.echo(b"").await;
+    let mut second = open(addr, token).await;
+    first.echo(b"typed in the first").await;
+    let (byte, data) = second.read_frame().await;
+    assert_eq!(
+        (byte, data.as_slice()),
+        (0x82, &b"typed in the first"[..]),
+        "the other window's echo"
+    );
+    second.echo(b"typed in the second").await;
+    let (byte, data) = first.read_frame().await;
+    assert_eq!((byte, data.as_slice()), (0x82, &b"typed in the second"[..]));
+    first.send_frame(0x88, &1000u16.to_be_bytes(), true).await;
+    second.send_frame(0x88, &1000u16.to_be_bytes(), true).await;
+    until_state(addr, mine["id"].as_str().unwrap(), "stopped").await;
+}
+
 #[tokio::test]
 async fn unix_and_announce_targets_linger_and_reattach() {
     let services = format!(

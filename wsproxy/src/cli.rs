@@ -229,6 +229,20 @@ pub struct Cli {
     #[arg(long, value_name = "FILE", requires = "sessions")]
     pub audit_log: Option<PathBuf>,
 
+    /// Shared consoles: sessions to the same target share one target connection; every window
+    /// sees all output (a late one first gets the last 64 KiB), any window's input goes to the
+    /// target, a window more than 1 MiB behind is closed with 1008
+    #[arg(long)]
+    pub share: bool,
+
+    /// Keep a shared target connection open when its last window leaves
+    #[arg(long)]
+    pub share_keep: bool,
+
+    /// On a shared connection only the oldest open window types; the others' input is dropped
+    #[arg(long)]
+    pub share_view_only: bool,
+
     /// Ping the client every INTERVAL seconds; close sessions that stop answering (0 = off)
     #[arg(long, value_name = "INTERVAL", default_value_t = 0)]
     pub heartbeat: u64,

@@ -155,6 +155,8 @@ pub struct Config {
     pub timeout: Option<Duration>,
     pub idle_timeout: Option<Duration>,
     pub relay: relay::Settings,
+    /// `--share` and the services' `share = true`: the shared target connections.
+    pub share: Arc<crate::share::Shares>,
     pub handshake_timeout: Duration,
     /// `None`: derived from the file-descriptor limit at start-up.
     pub max_connections: Option<usize>,
@@ -483,6 +485,11 @@ impl TryFrom<Cli> for Config {
                 heartbeat: seconds(cli.heartbeat),
                 close_timeout: Duration::from_secs(5),
             },
+            share: Arc::new(crate::share::Shares::new(crate::share::Policy {
+                all: cli.share,
+                keep: cli.share_keep,
+                view_only: cli.share_view_only,
+            })),
             handshake_timeout: Duration::from_secs(cli.handshake_timeout),
             max_connections: cli.max_connections,
             shutdown_grace: Duration::from_secs(cli.shutdown_grace),

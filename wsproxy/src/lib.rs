@@ -25,6 +25,8 @@
 //!   wrapped command's moved port); `ws_target/`: a target that speaks WebSocket itself
 //!   (`ws://`, `ws+unix:`, `--target-websocket`): the client handshake, and `stream`, a byte
 //!   stream over its frames, so the relay stays as it is.
+//! - `share`: `--share`: one target connection fanned out to several windows (a window is a
+//!   stream the relay reads and writes like a target's; `Upstream` says which it has).
 //! - `relay/`: the data path, one hand-polled future per session with backpressure both ways;
 //!   `frame` (the framing, pure functions), `buffer` (buffers only while data flows, pooled per
 //!   thread), `tap` (`--record` and `--traffic`), `recording/` (`--record-format`: noVNC's playback
@@ -41,6 +43,8 @@
 //! - `reloading`: a value read from files and read again when they change (token files, keys).
 //! - `redis_link`: the one Redis connection a part keeps (TokenRedis, the session store).
 //! - `logging`: stderr, `--log-file` and `--syslog` sinks.
+//! - `fuzzing`: fuzz targets (frames, a whole relay session, the handshake, token and services
+//!   files) for `wsproxy/fuzz/`'s libFuzzer targets and the stable harness in its tests.
 //! - `ops/`: what an operator watches and does: `metrics`, the Prometheus metrics of `--metrics`
 //!   (one registry of closed-label series, recorded at a few places along the path above);
 //!   `reload`, SIGHUP and changed certificate files (the parts read from files, swapped whole);
@@ -51,6 +55,7 @@ pub mod auth;
 pub mod autocert;
 pub mod cli;
 pub mod config;
+pub mod fuzzing;
 pub mod gate;
 pub mod http;
 pub mod listener;
@@ -62,6 +67,7 @@ pub mod reloading;
 pub mod route;
 pub mod server;
 pub mod sessions;
+pub mod share;
 pub mod target;
 pub mod tls;
 pub mod wrap;

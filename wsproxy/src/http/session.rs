@@ -31,6 +31,7 @@ use crate::relay::tap::Tap;
 use crate::relay::{End, Payload, Relay};
 use crate::route::{Destination, Resolved};
 use crate::server::Shared;
+use crate::share::Upstream;
 use crate::target;
 
 /// A client connection after TLS detection.
@@ -353,19 +354,26 @@ async fn relay(
         Destination::Session(lease) => Some(lease),
         Destination::Target(_) => None,
     };
-    let connected = match &resolved.destination {
-        Destination::Target(target) => target::connect(target, config.target_tls.as_ref(), shared.wrapped.as_ref())
-            .await
-            .map_err(|e| {
-                (
-                    format!("cannot connect to target {named}: {e}"),
-                    "Failed to connect to downstream server".to_owned(),
-                )
-            }),
-        Destination::Session(lease) => lease
-            .connect()
-            .await
-            .map_err(|reason| (format!("{named}: {reason}"), reason)),
+    let connect = async {
+        match &resolved.destination {
+            Destination::Target(target) => target::connect(target, config.target_tls.as_ref(), shared.wrapped.as_ref())
+                .await
+                .map_err(|e| {
+                    (
+                        format!("cannot connect to target {named}: {e}"),
+                        "Failed to connect to downstream server".to_owned(),
+                    )
+                }),
+            Destination::Session(lease) => lease
+                .connect()
+                .await
+                .map_err(|reason| (format!("{named}: {reason}"), reason)),
+        }
+    };
+    // A shared target: a window on the connection the first window made (`crate::share`).
+    let connected = match config.share.key(&resolved) {
+        Some(key) => config.share.open(key, connect).await,
+        None => connect.await.map(Upstream::Own),
     };
     let target = match connected {
         Ok(target) => target,
@@ -384,16 +392,30 @@ async fn relay(
         warn!("cannot record this session: {e}");
         None
     });
-    let websocket = matches!(target, Either::Right(_));
+    let websocket = matches!(target, Upstream::Own(Either::Right(_)));
+    let lagged = target.lagged();
     let mut relay = Relay::with_payload(client, target, early, config.relay, tap, payload);
     if lease.is_some() || websocket {
         relay.hold_target_eof();
     }
     let mut cancelled = std::pin::pin!(shared.cancel.cancelled());
+    // The session behind the target ended, or this window fell too far behind a shared target.
     let mut ended = std::pin::pin!(async {
-        match lease {
-            Some(lease) => lease.ended().await,
-            None => std::future::pending().await,
+        let session = async {
+            match lease {
+                Some(lease) => lease.ended().await,
+                None => std::future::pending().await,
+            }
+        };
+        let behind = async {
+            match &lagged {
+                Some(lagged) => lagged.wait().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            end = session => end,
+            end = behind => end,
         }
     });
     let mut eof_wait: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
@@ -411,7 +433,7 @@ async fn relay(
         let polled = relay.poll_relay(cx);
         if polled.is_pending() && relay.target_eof_held() && !session_over {
             // A WebSocket target's close code reaches the client as it is.
-            if let Either::Right(ws) = relay.target()
+            if let Upstream::Own(Either::Right(ws)) = relay.target()
                 && let Some(code) = ws.closed_by().and_then(|close| close.code)
             {
                 let reason = ws.closed_by().map(|close| close.reason.clone()).unwrap_or_default();
@@ -448,12 +470,12 @@ async fn relay(
     }
     shared.session_closed();
     match target {
-        Either::Right(mut ws) => {
+        Upstream::Own(Either::Right(mut ws)) => {
             let (code, reason) = close_for_target(&report.end);
             let wait = config.relay.close_timeout;
             tokio::join!(linger(client), ws.close(code, reason, wait));
         }
-        Either::Left(_) => linger(client).await,
+        _ => linger(client).await,
     }
 }
 

@@ -1182,6 +1182,16 @@ impl Lease {
         }
     }
 
+    /// The service says `share = true`: the session's clients share one target connection.
+    /// A client forwarded from or relayed by another instance is not shared here (left for later:
+    /// sharing across instances would need the owner to fan out forwarded clients).
+    pub fn shared(&self) -> bool {
+        match &self.via {
+            Via::Local(runtime) => runtime.services.services[runtime.service].share,
+            Via::Remote { .. } | Via::Direct { .. } => false,
+        }
+    }
+
     /// Waits for the launch (shared by every client of the session) and connects to the target;
     /// the error is the reason clients are told (`exited with status 1`, `did not listen ...`).
     pub async fn connect(&self) -> Result<TargetStream, String> {

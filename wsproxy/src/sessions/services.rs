@@ -84,6 +84,8 @@ pub struct Service {
     pub hosts: Vec<Host>,
     /// The prefix that runs the command on the chosen host (`ssh ... {address} --`).
     pub launcher: Vec<String>,
+    /// `share = true`: the clients of a session share one target connection (`crate::share`).
+    pub share: bool,
 }
 
 /// A host a service's commands may be launched on.
@@ -166,14 +168,19 @@ impl Expr {
                 let n: u64 = term
                     .parse()
                     .map_err(|_| format!("{text:?} must be a number, {{index}}, or N+{{index}}"))?;
-                expr.constant += n;
+                expr.constant = expr
+                    .constant
+                    .checked_add(n)
+                    .ok_or_else(|| format!("{text:?} is too large"))?;
             }
         }
         Ok(expr)
     }
 
+    /// The value for `index`; one too large for a port or display is refused where it is used.
     pub fn eval(&self, index: u32) -> u64 {
-        self.constant + if self.plus_index { u64::from(index) } else { 0 }
+        self.constant
+            .saturating_add(if self.plus_index { u64::from(index) } else { 0 })
     }
 }
 
@@ -281,6 +288,8 @@ struct ServiceFile {
     hosts: Vec<Host>,
     #[serde(default)]
     launcher: Vec<String>,
+    #[serde(default)]
+    share: bool,
 }
 
 fn default_page() -> Page {
@@ -454,6 +463,7 @@ fn service(s: ServiceFile) -> Result<Service, String> {
         options_env: false,
         hosts: s.hosts,
         launcher: s.launcher,
+        share: s.share,
     };
     for text in service.templates() {
         check_placeholders(text, &service).map_err(err)?;
@@ -630,6 +640,7 @@ pub fn from_json(text: &str) -> Result<Services, String> {
             options,
             hosts: Vec::new(),
             launcher: Vec::new(),
+            share: false,
         })?;
         service.options_env = true;
         services.push(service);
@@ -795,6 +806,9 @@ target = { announce = 'PA_REMOTE_CONNECTION;[^;]*;vnc;(?P<host>[^:;]+):(?P<port>
         assert_eq!(Expr::parse("5900+{index}").unwrap().eval(3), 5903);
         assert_eq!(Expr::parse("{index}").unwrap().eval(3), 3);
         assert!(Expr::parse("x+1").is_err());
+        // Found by the services_file fuzz target: an overflow panicked in debug builds.
+        assert!(Expr::parse("18446744073709551615+1").is_err());
+        assert_eq!(Expr::parse("18446744073709551615+{index}").unwrap().eval(1), u64::MAX);
     }
 
     #[test]
