@@ -116,7 +116,9 @@ async fn asciicast_records_a_real_telnetd_login() {
         "the recording differs from what the client saw:\n{shown:?}\n{:?}",
         telnet.text()
     );
-    assert!(shown.contains("login: wsproxy-nobody"), "{shown:?}");
+    // The name typed at the prompt is echoed by the pty only when it arrives after login set the
+    // terminal up (not always on a loaded machine); the password prompt shows the login went on.
+    assert!(shown.contains("login:") && shown.contains("Password:"), "{shown:?}");
     assert!(
         !shown.contains('\u{fffd}') && !shown.contains('\u{ff}'),
         "telnet commands leaked: {shown:?}"

@@ -109,7 +109,8 @@ async fn token_file_routes_tcp_ipv6_and_unix_targets_and_picks_up_edits() {
     eventually("the edit", || async { status_of(proxy.addr, "desk2").await == 101 }).await;
     assert_eq!(status_of(proxy.addr, "desk1").await, 404);
     open.echo(b"still relayed after the edit").await;
-    assert!(proxy.lines().iter().any(|l| l.contains("changed: loaded again")));
+    // stderr is collected by another thread: wait (bounded) for the line rather than race it.
+    proxy.wait_line("changed: loaded again", WAIT);
     let logs = proxy.lines().join("\n");
     assert!(
         !logs.contains("desk1") && !logs.contains("nope"),
