@@ -475,7 +475,11 @@ async fn relay(
             let wait = config.relay.close_timeout;
             tokio::join!(linger(client), ws.close(code, reason, wait));
         }
-        _ => linger(client).await,
+        other => {
+            // Let go of the target (a shared console's window, a connection) before lingering.
+            drop(other);
+            linger(client).await;
+        }
     }
 }
 
