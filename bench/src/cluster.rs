@@ -37,7 +37,7 @@ use crate::http_client::Client;
 use crate::peer::Peer;
 use crate::plan;
 use crate::procfs;
-use crate::proxy::{Proxy, ProxySpec, SERVICES, Upstream};
+use crate::proxy::{Proxy, ProxySpec};
 use crate::redis_server::RedisServer;
 use crate::report::{self, Kind, Report};
 use crate::reserve;
@@ -113,17 +113,7 @@ impl SetRows {
 
 pub async fn run(args: cli::Cluster) -> Result<(), String> {
     let specs = &args.proxies;
-    for (i, spec) in specs.iter().enumerate() {
-        if spec.upstream != Upstream::Services {
-            return Err(format!(
-                "--proxy {}: a cluster template has {SERVICES} (the services file) instead of a target",
-                spec.name
-            ));
-        }
-        if specs[..i].iter().any(|other| other.name == spec.name) {
-            return Err(format!("two proxies are named `{}`", spec.name));
-        }
-    }
+    crate::sessions::check_templates(specs, "cluster")?;
     let options = Options {
         rounds: args.rounds,
         instances: args.instances as usize,

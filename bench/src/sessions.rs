@@ -96,17 +96,7 @@ struct Launches {
 
 pub async fn run(args: cli::Sessions) -> Result<(), String> {
     let specs = &args.proxies;
-    for (i, spec) in specs.iter().enumerate() {
-        if spec.upstream != Upstream::Services {
-            return Err(format!(
-                "--proxy {}: a sessions template has {SERVICES} (the services file) instead of a target",
-                spec.name
-            ));
-        }
-        if specs[..i].iter().any(|other| other.name == spec.name) {
-            return Err(format!("two proxies are named `{}`", spec.name));
-        }
-    }
+    check_templates(specs, "sessions")?;
     let options = Options {
         rounds: args.rounds,
         launches: args.launches as usize,
@@ -513,6 +503,22 @@ command = [{exe}, "echo-server", "0"]
 target = "unix:{{runtime_dir}}/never.sock"
 "#
     )
+}
+
+/// Each --proxy of `what` (sessions, cluster) takes the services file, and no two share a name.
+pub fn check_templates(specs: &[ProxySpec], what: &str) -> Result<(), String> {
+    for (i, spec) in specs.iter().enumerate() {
+        if spec.upstream != Upstream::Services {
+            return Err(format!(
+                "--proxy {}: a {what} template has {SERVICES} (the services file) instead of a target",
+                spec.name
+            ));
+        }
+        if specs[..i].iter().any(|other| other.name == spec.name) {
+            return Err(format!("two proxies are named `{}`", spec.name));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

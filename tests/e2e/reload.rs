@@ -6,10 +6,8 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
 use nix::sys::signal::Signal;
 use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::Message;
 
 use crate::sessions::{api, open, prepare, reserve};
 use crate::util::*;
@@ -41,18 +39,6 @@ async fn until_served(addr: SocketAddr, der: &[u8], limit: Duration) {
             "the new certificate is not served within {limit:?}: {served:?}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// One message through a WebSocket to an echo target and back.
-async fn echo_once<S>(ws: &mut Ws<S>, payload: &[u8])
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-{
-    ws.send(Message::binary(payload.to_vec())).await.unwrap();
-    match tokio::time::timeout(WAIT, ws.next()).await.expect("no echo") {
-        Some(Ok(Message::Binary(data))) => assert_eq!(&data[..], payload),
-        other => panic!("expected the echo, got {other:?}"),
     }
 }
 

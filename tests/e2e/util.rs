@@ -840,3 +840,20 @@ fn resp_command<S: std::io::Read + std::io::Write>(mut stream: S, args: &[&str])
     reply.truncate(reply.len() - 2);
     Ok(String::from_utf8_lossy(&reply).into_owned())
 }
+
+/// One message through a WebSocket to an echo target and back.
+pub async fn echo_once<S>(ws: &mut Ws<S>, payload: &[u8])
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    futures_util::SinkExt::send(ws, tokio_tungstenite::tungstenite::Message::binary(payload.to_vec()))
+        .await
+        .unwrap();
+    match tokio::time::timeout(WAIT, futures_util::StreamExt::next(ws))
+        .await
+        .expect("no echo")
+    {
+        Some(Ok(tokio_tungstenite::tungstenite::Message::Binary(data))) => assert_eq!(&data[..], payload),
+        other => panic!("expected the echo, got {other:?}"),
+    }
+}

@@ -3,23 +3,11 @@
 
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use nix::sys::signal::Signal;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::util::*;
-
-/// One message through a WebSocket to an echo target and back.
-async fn echo_once<S>(ws: &mut Ws<S>, payload: &[u8])
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-{
-    ws.send(Message::binary(payload.to_vec())).await.unwrap();
-    match tokio::time::timeout(WAIT, ws.next()).await.expect("no echo") {
-        Some(Ok(Message::Binary(data))) => assert_eq!(&data[..], payload),
-        other => panic!("expected the echo, got {other:?}"),
-    }
-}
 
 /// How many of the `total` sessions opened since the first `from` log lines each worker took,
 /// once all of them are logged (bounded wait: the lines come through a pipe).
