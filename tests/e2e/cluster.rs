@@ -4,6 +4,7 @@
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crate::sessions::{ECHO, api, session_processes};
@@ -321,6 +322,150 @@ async fn redis_down_is_503_running_relays_go_on_and_it_recovers() {
         .map(|s| s["id"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(listed, ids);
+}
+
+/// A console that takes one connection, like a QEMU serial chardev: it listens on a kernel-chosen
+/// port of the address in argv[2] (127.0.0.1 if none) and announces it as a job script would,
+/// greets the first connection with `connection 1` and answers what it reads in capitals; any
+/// later connection is closed at once. It writes how many connections it accepted to argv[1].
+pub(crate) const ONE_CONNECTION: &str = r#"
+import socket, sys, threading
+s = socket.socket()
+s.bind((sys.argv[2] if len(sys.argv) > 2 else "127.0.0.1", 0))
+s.listen(16)
+print("PA_REMOTE_CONNECTION;job42;vnc;%s:%d" % s.getsockname(), flush=True)
+def serve(c):
+    c.sendall(b"connection 1\n")
+    while True:
+        d = c.recv(65536)
+        if not d:
+            break
+        c.sendall(d.upper())
+    c.close()
+count = 0
+while True:
+    c, _ = s.accept()
+    count += 1
+    with open(sys.argv[1], "w") as f:
+        f.write(str(count))
+    if count == 1:
+        threading.Thread(target=serve, args=(c,), daemon=True).start()
+    else:
+        c.close()
+"#;
+
+/// Reads frames until `want` bytes came; they must be `expected`.
+pub(crate) async fn expect_output(raw: &mut Raw, expected: &[u8]) {
+    let got = crate::share::read_bytes(raw, expected.len()).await;
+    assert_eq!(String::from_utf8_lossy(&got), String::from_utf8_lossy(expected));
+}
+
+/// A shared service (`share = true`) whose command takes one connection, with the store shared:
+/// the client on the instance that runs it and a client forwarded from another instance are two
+/// windows on the one connection: both see everything it sends, both type into it.
+/// Two instances on store namespace `ns` with `args`, and one service "echo" with `share = true`
+/// whose command is `ONE_CONNECTION`; also the file where it counts its connections.
+fn shared_console_instances(dir: &TempDir, redis: &Redis, ns: &str, args: &[&str]) -> (Vec<Proxy>, PathBuf) {
+    std::fs::write(dir.path("console.py"), ONE_CONNECTION).unwrap();
+    let connections = dir.path("connections");
+    let text = format!(
+        "[sessions]\nstore = \"redis://127.0.0.1:{}/0?namespace={ns}\"\nlinger = 0\n\n\
+         [[api.token]]\ntoken = \"alice-token\"\nscopes = [\"sessions\"]\nuser = \"alice\"\n\n\
+         [[service]]\nname = \"echo\"\ncount = 1\nshare = true\n\
+         command = [\"python3\", \"{}\", \"{}\"]\n\
+         target = {{ announce = 'PA_REMOTE_CONNECTION;[^;]*;vnc;(?P<host>[^:;]+):(?P<port>\\d+)' }}\npage = \"serial\"\n",
+        redis.port,
+        dir.path("console.py").display(),
+        connections.display()
+    );
+    std::fs::write(dir.path("services.toml"), text).unwrap();
+    let file = dir.path("services.toml").display().to_string();
+    let mut all = vec!["--sessions", &file];
+    all.extend_from_slice(args);
+    all.push("127.0.0.1:0");
+    let proxies = (0..2).map(|_| Proxy::start(&all)).collect();
+    (proxies, connections)
+}
+
+/// A shared service (`share = true`) whose command takes one connection, with the store shared:
+/// the client on the instance that runs it and a client forwarded from another instance are two
+/// windows on the one connection: both see everything it sends, both type into it.
+#[tokio::test]
+async fn a_shared_console_is_shared_with_clients_forwarded_from_another_instance() {
+    let redis = Redis::start();
+    let dir = TempDir::new("cluster");
+    let (mut proxies, connections) = shared_console_instances(&dir, &redis, "c6", &[]);
+    let (a, b) = (proxies[0].addr, proxies[1].addr);
+
+    let reserved = reserve(a, "alice-token").await;
+    let token = reserved["token"].as_str().unwrap();
+    let mut on_a = open(a, token).await;
+    expect_output(&mut on_a, b"connection 1\n").await;
+    // B forwards its client to A, which runs the session: it joins A's connection (and is
+    // shown the output so far first).
+    let mut via_b = open(b, token).await;
+    expect_output(&mut via_b, b"connection 1\n").await;
+
+    on_a.send_frame(0x82, b"typed on a;", true).await;
+    expect_output(&mut on_a, b"TYPED ON A;").await;
+    expect_output(&mut via_b, b"TYPED ON A;").await;
+    via_b.send_frame(0x82, b"typed through b;", true).await;
+    expect_output(&mut via_b, b"TYPED THROUGH B;").await;
+    expect_output(&mut on_a, b"TYPED THROUGH B;").await;
+
+    assert_eq!(
+        std::fs::read_to_string(&connections).unwrap(),
+        "1",
+        "the console was connected to more than once"
+    );
+    let lines = proxies[0].lines();
+    assert!(
+        lines.iter().any(|l| l.contains("open: forwarded client of session")),
+        "B's client went through A: {lines:?}"
+    );
+    assert!(
+        !proxies[1].lines().iter().any(|l| l.contains("listening at")),
+        "B did not launch it"
+    );
+
+    // The forwarded window leaves; the one on A goes on, on the same connection.
+    drop(via_b);
+    proxies[0].wait_line("closed: forwarded client of session", WAIT);
+    on_a.send_frame(0x82, b"still here", true).await;
+    expect_output(&mut on_a, b"STILL HERE").await;
+    assert_eq!(std::fs::read_to_string(&connections).unwrap(), "1");
+}
+
+/// `--share-view-only` across instances: the oldest window types, wherever its browser
+/// connected; a forwarded window is one by age like the others.
+#[tokio::test]
+async fn view_only_counts_forwarded_windows_by_age_too() {
+    let redis = Redis::start();
+    let dir = TempDir::new("cluster");
+    let (mut proxies, connections) = shared_console_instances(&dir, &redis, "c7", &["--share-view-only"]);
+    let (a, b) = (proxies[0].addr, proxies[1].addr);
+    let reserved = reserve(a, "alice-token").await;
+    let token = reserved["token"].as_str().unwrap();
+    let mut on_a = open(a, token).await;
+    expect_output(&mut on_a, b"connection 1\n").await;
+    let mut via_b = open(b, token).await;
+    expect_output(&mut via_b, b"connection 1\n").await;
+    proxies[0].wait_line("open: forwarded client of session", WAIT);
+
+    // The forwarded window joined later: it only watches.
+    via_b.send_frame(0x82, b"dropped;", true).await;
+    on_a.send_frame(0x82, b"first;", true).await;
+    expect_output(&mut on_a, b"FIRST;").await;
+    expect_output(&mut via_b, b"FIRST;").await;
+
+    // The window on A leaves: the forwarded one is the oldest now, and types.
+    on_a.send_frame(0x88, &1000u16.to_be_bytes(), true).await;
+    assert_eq!(on_a.read_close().await.0, 1000);
+    proxies[0].wait_line("closed: client closed (1000)", WAIT);
+    via_b.send_frame(0x82, b"now b;", true).await;
+    expect_output(&mut via_b, b"NOW B;").await;
+    assert_eq!(std::fs::read_to_string(&connections).unwrap(), "1");
+    drop(proxies);
 }
 
 #[test]

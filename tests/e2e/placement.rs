@@ -297,3 +297,64 @@ async fn sessions_are_placed_by_weight_over_ssh_and_weights_are_shared() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A shared console on another host is not relayed there directly by the other instances (its
+/// command takes one connection): their clients are forwarded to the instance that launched it,
+/// which fans the one connection out.
+#[tokio::test]
+async fn a_shared_console_on_a_host_is_forwarded_to_its_owner_not_relayed_directly() {
+    use crate::cluster::{ONE_CONNECTION, expect_output};
+    let sshd = Sshd::start();
+    let redis = Redis::start();
+    let dir = TempDir::new("placement");
+    std::fs::write(dir.path("console.py"), ONE_CONNECTION).unwrap();
+    let connections = dir.path("connections");
+    let services = format!(
+        "[sessions]\nstore = \"redis://127.0.0.1:{}/0?namespace=p2\"\nlinger = 0\n\n\
+         [[api.token]]\ntoken = \"root-token\"\nscopes = [\"admin\"]\nuser = \"root\"\n\n\
+         [[service]]\nname = \"console\"\ncount = 1\nshare = true\nlauncher = {launcher}\n\
+         hosts = [{{ name = \"blade1\", address = \"127.0.0.2\" }}]\n\
+         command = [\"python3\", \"{}\", \"{}\", \"{{address}}\"]\n\
+         target = {{ announce = 'PA_REMOTE_CONNECTION;[^;]*;vnc;(?P<host>[^:;]+):(?P<port>\\d+)' }}\n",
+        redis.port,
+        dir.path("console.py").display(),
+        connections.display(),
+        launcher = sshd.launcher(),
+    );
+    std::fs::write(dir.path("services.toml"), services).unwrap();
+    let file = dir.path("services.toml").display().to_string();
+    let mut a = Proxy::start(&["--sessions", &file, "127.0.0.1:0"]);
+    let b = Proxy::start(&["--sessions", &file, "127.0.0.1:0"]);
+
+    let (code, head, json) = api(
+        a.addr,
+        "POST",
+        "/api/v1/sessions",
+        Some("root-token"),
+        Some(r#"{"service": "console"}"#),
+    )
+    .await;
+    assert_eq!(code, 201, "{head}\n{json}");
+    let token = json["token"].as_str().unwrap();
+    let (mut on_a, head) = Raw::upgrade_to(a.addr, &format!("/websockify?token={token}"), "").await;
+    assert_eq!(status(&head), 101, "{head}");
+    expect_output(&mut on_a, b"connection 1\n").await;
+    let lines = a.lines();
+    assert!(lines.iter().any(|l| l.contains("listening at 127.0.0.2:")), "{lines:?}");
+
+    let (mut on_b, head) = Raw::upgrade_to(b.addr, &format!("/websockify?token={token}"), "").await;
+    assert_eq!(status(&head), 101, "{head}");
+    expect_output(&mut on_b, b"connection 1\n").await;
+    on_b.send_frame(0x82, b"through b;", true).await;
+    expect_output(&mut on_b, b"THROUGH B;").await;
+    expect_output(&mut on_a, b"THROUGH B;").await;
+    on_a.send_frame(0x82, b"on a;", true).await;
+    expect_output(&mut on_a, b"ON A;").await;
+    expect_output(&mut on_b, b"ON A;").await;
+    a.wait_line("open: forwarded client of session", WAIT);
+    assert_eq!(
+        std::fs::read_to_string(&connections).unwrap(),
+        "1",
+        "the console on the host was connected to more than once"
+    );
+}

@@ -103,7 +103,7 @@ async fn window(proxy: &Proxy) -> Raw {
 }
 
 /// Reads binary frames until `want` bytes came.
-async fn read_bytes(raw: &mut Raw, want: usize) -> Vec<u8> {
+pub(crate) async fn read_bytes(raw: &mut Raw, want: usize) -> Vec<u8> {
     let mut got = Vec::new();
     while got.len() < want {
         let (first, data) = raw.read_frame().await;

@@ -278,7 +278,7 @@ impl TryFrom<Cli> for Config {
             }))
         });
         let sessions = services
-            .map(|services| sessions_manager(services, cli.audit_log.as_deref(), metrics.clone()))
+            .map(|services| sessions_manager(services, cli.audit_log.as_deref(), metrics.clone(), cli.share))
             .transpose()?;
         let api_listen = cli
             .api_listen
@@ -517,11 +517,13 @@ fn default_workers() -> usize {
     if cores <= 2 { 1 } else { cores.min(16) }
 }
 
-/// `--sessions FILE`: the services, librebind.so when a service needs it, the audit log.
+/// `--sessions FILE`: the services, librebind.so when a service needs it, the audit log;
+/// `share_all` is `--share` (every session a shared console).
 fn sessions_manager(
     services: crate::sessions::services::Services,
     audit: Option<&Path>,
     metrics: Option<Arc<Metrics>>,
+    share_all: bool,
 ) -> Result<Arc<Manager>, String> {
     let needs_lib = services
         .services
@@ -546,7 +548,8 @@ fn sessions_manager(
     Ok(Arc::new(
         Manager::new(services, registry, lib, audit)
             .with_cluster(cluster)
-            .with_metrics(metrics),
+            .with_metrics(metrics)
+            .with_share_all(share_all),
     ))
 }
 

@@ -12,8 +12,9 @@
 //!   `autocert`: `--cert auto`'s self-signed certificate, made once and kept.
 //! - `http/`: one connection's HTTP side: `session` (TLS detection, hyper: upgrade, static
 //!   files, 405, then the relay), `handshake` (the upgrade rules: websockify's `binary`
-//!   subprotocol rule, lenient, and `base64` for old clients), `forward` (another instance's client of a session run here),
-//!   `web` (`--web` files: no escape from the directory, no open redirect), `recordings`
+//!   subprotocol rule, lenient, and `base64` for old clients), `forward` (another instance's
+//!   client of a session run here; on a shared console, a window like a local one), `web`
+//!   (`--web` files: no escape from the directory, no open redirect), `recordings`
 //!   (`--serve-recordings`: the `--record` files for `web/replay.html`), `reject` (a refused
 //!   request's one-line answer).
 //! - `gate`: between the request and the target: throttle, then `route`, then `auth`.

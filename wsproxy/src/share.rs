@@ -29,6 +29,7 @@ use tokio::sync::{OnceCell, mpsc};
 use tokio_util::sync::{CancellationToken, PollSender};
 
 use crate::route::{Destination, Resolved};
+use crate::sessions::manager::Lease;
 use crate::target::TargetStream;
 
 /// What a window that joins late is shown first: the end of the target's output.
@@ -121,10 +122,16 @@ impl Shares {
     pub fn key(&self, resolved: &Resolved) -> Option<String> {
         match &resolved.destination {
             Destination::Target(target) => self.policy.all.then(|| format!("target {target}")),
-            Destination::Session(lease) => {
-                (self.policy.all || lease.shared()).then(|| format!("session {}", lease.session()))
-            }
+            Destination::Session(lease) => Self::session_key(lease),
         }
+    }
+
+    /// The key of an on-demand session's shared connection, for its clients here and those other
+    /// instances forward (`http::forward`); `None` unless the session runs here and is shared
+    /// (the manager knows `--share` too). A client of a session another instance runs is piped
+    /// there as it is: that instance fans it out with its own clients.
+    pub fn session_key(lease: &Lease) -> Option<String> {
+        lease.shared().then(|| format!("session {}", lease.session()))
     }
 
     /// A window on the connection `key` names; the first window connects with `connect`, the

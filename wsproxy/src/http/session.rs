@@ -282,7 +282,7 @@ async fn respond(
         && crate::sessions::cluster::is_forward(req.uri().path(), req.headers())
     {
         Conn::answered(&conn, Outcome::Http);
-        return Ok(crate::http::forward::serve(sessions, cluster, req).await);
+        return Ok(crate::http::forward::serve(sessions, cluster, &shared.config.share, req).await);
     }
     let response = if handshake::is_upgrade(req.method(), req.headers()) {
         let response = handshake::accept(req.headers());

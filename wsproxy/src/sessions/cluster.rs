@@ -10,7 +10,8 @@
 //! A client that reaches an instance other than its session's owner is relayed by this one as
 //! usual, with its target being a byte stream to the owner: `GET /_wsproxy/forward` with the
 //! session's token and the store's shared secret, upgraded to the session's target there. The
-//! owner counts it as a client, so linger and the session's end work as for its own clients.
+//! owner counts it as a client, so linger and the session's end work as for its own clients; on a
+//! shared console it is one more window on the owner's one connection (`http::forward`).
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -52,6 +52,9 @@ pub struct Manager {
     runtime_root: PathBuf,
     /// `--metrics`: sessions by service and state, launch times, refused reservations.
     metrics: Option<Arc<Metrics>>,
+    /// `--share`: every session's clients share one target connection, not only a `share = true`
+    /// service's.
+    share_all: bool,
 }
 
 /// What only this process knows of a live session.
@@ -123,6 +126,7 @@ impl Manager {
             leaving: CancellationToken::new(),
             runtime_root,
             metrics: None,
+            share_all: false,
         }
     }
 
@@ -141,6 +145,19 @@ impl Manager {
     pub fn with_metrics(mut self, metrics: Option<Arc<Metrics>>) -> Self {
         self.metrics = metrics;
         self
+    }
+
+    /// `--share`: every session is a shared console, whatever its service says.
+    pub fn with_share_all(mut self, all: bool) -> Self {
+        self.share_all = all;
+        self
+    }
+
+    /// Whether the clients of `service`'s sessions share one target connection (`crate::share`):
+    /// then the instance that runs a session fans it out, and every other instance forwards its
+    /// clients there, never straight to the command (which may accept one connection only).
+    pub fn shares_consoles(&self, service: &Service) -> bool {
+        self.share_all || service.share
     }
 
     /// `registry.update` for a live session, then the metrics move it to its new state.
@@ -419,7 +436,20 @@ impl Manager {
         })
     }
 
-    /// A lease on a session another instance runs: its clients are forwarded there.
+    /// Whether `record`'s session is a shared console by this instance's services (its owner
+    /// does not publish a shared console's `direct` address either; this guards a store written by
+    /// an instance that did).
+    fn shared_session(&self, record: &Record) -> bool {
+        self.share_all
+            || self
+                .services()
+                .services
+                .iter()
+                .any(|s| s.name == record.service && s.share)
+    }
+
+    /// A lease on a session another instance runs: its clients are forwarded there, or relayed
+    /// straight to the host it runs on when the record says where (never a shared console's).
     async fn remote(
         self: &Arc<Self>,
         record: &Record,
@@ -428,7 +458,7 @@ impl Manager {
     ) -> Result<Lease, AttachError> {
         let cluster = self.cluster.as_ref().ok_or(AttachError::Unknown)?;
         let unavailable = |StoreError(why)| AttachError::Unavailable(why);
-        if let Some(target) = record.direct.clone() {
+        if let Some(target) = record.direct.clone().filter(|_| !self.shared_session(record)) {
             // On another host: relayed from here, counted in the record for the owner's linger.
             let me = cluster.id.clone();
             let counted = self
@@ -563,8 +593,9 @@ impl Manager {
                 format!("{host}:{port}")
             };
             self.registry.publish_target(&runtime.token, &address).await;
-            if record.host.is_some() && !service.launcher.is_empty() {
-                // On another host: reachable from every instance, which relay to it directly.
+            if record.host.is_some() && !service.launcher.is_empty() && !self.shares_consoles(service) {
+                // On another host: reachable from every instance, which relay to it directly
+                // (not a shared console's: this instance fans it out, so its clients come here).
                 let direct = address.clone();
                 let _ = self
                     .transition(&runtime, None, Box::new(move |r| r.direct = Some(direct.clone())))
@@ -1182,12 +1213,16 @@ impl Lease {
         }
     }
 
-    /// The service says `share = true`: the session's clients share one target connection.
-    /// A client forwarded from or relayed by another instance is not shared here (left for later:
-    /// sharing across instances would need the owner to fan out forwarded clients).
+    /// The session runs here and is a shared console (`share = true`, or `--share`): its clients
+    /// here, local and forwarded by other instances (`http::forward`), share one target
+    /// connection. A lease on a session another instance runs is never shared here: its client's
+    /// bytes go to the owner as they are, and the owner fans them out (a shared console is never
+    /// relayed `Direct`).
     pub fn shared(&self) -> bool {
         match &self.via {
-            Via::Local(runtime) => runtime.services.services[runtime.service].share,
+            Via::Local(runtime) => self
+                .manager
+                .shares_consoles(&runtime.services.services[runtime.service]),
             Via::Remote { .. } | Via::Direct { .. } => false,
         }
     }
