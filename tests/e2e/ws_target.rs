@@ -347,6 +347,66 @@ async fn websocket_target_gets_path_binary_masked_messages_pongs_and_the_clients
     proxy.wait_line("client closed (4002 window closed)", WAIT);
 }
 
+/// The test's WebSocket server (`ws_server_tls`'s) on the UNIX socket `path`.
+fn ws_server_unix(path: &std::path::Path) -> mpsc::UnboundedReceiver<Seen> {
+    let listener = tokio::net::UnixListener::bind(path).unwrap();
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(serve_ws(stream, tx.clone()));
+        }
+    });
+    rx
+}
+
+/// `ws+unix:SOCKET:PATH` (the `ws` npm package's form): the handshake asks for PATH, on the
+/// command line and in a token file alike; without `:PATH`, `/`.
+#[tokio::test]
+async fn a_ws_unix_target_sends_the_request_path_after_the_socket_path() {
+    let dir = TempDir::new("ws-unix-path");
+    let socket = dir.path("serial.sock");
+    let mut seen = ws_server_unix(&socket);
+    let target = format!("ws+unix:{}:/vm/7/serial?x=1", socket.display());
+    let mut proxy = Proxy::start(&["127.0.0.1:0", &target]);
+    let (mut raw, head) = Raw::upgrade(proxy.addr, "").await;
+    assert_eq!(status(&head), 101, "{head}");
+    raw.echo(b"over a UNIX socket").await;
+    match next_seen(&mut seen).await {
+        Seen::Request { path, .. } => assert_eq!(path, "/vm/7/serial?x=1"),
+        other => panic!("{other:?}"),
+    }
+    proxy.wait_line(&format!("relaying to {target}"), WAIT);
+
+    let tokens = dir.path("tokens");
+    let lines = format!(
+        "vm7: ws+unix:{0}:/from/the/token/file\nroot: ws+unix:{0}\n",
+        socket.display()
+    );
+    std::fs::write(&tokens, lines).unwrap();
+    let proxy = Proxy::start(&[
+        "--token-plugin",
+        "TokenFile",
+        "--token-source",
+        tokens.to_str().unwrap(),
+        "127.0.0.1:0",
+    ]);
+    for (token, want) in [("vm7", "/from/the/token/file"), ("root", "/")] {
+        let (mut raw, head) = Raw::upgrade_to(proxy.addr, &format!("/websockify?token={token}"), "").await;
+        assert_eq!(status(&head), 101, "{head}");
+        raw.echo(token.as_bytes()).await;
+        loop {
+            match next_seen(&mut seen).await {
+                Seen::Request { path, .. } => {
+                    assert_eq!(path, want);
+                    break;
+                }
+                Seen::Binary(_) | Seen::Close(_) => {}
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_websocket_targets_close_code_and_reason_reach_the_client() {
     let (port, mut seen) = ws_server().await;

@@ -58,7 +58,7 @@ pub enum Target {
     WebSocket(Box<WsTarget>),
 }
 
-/// `ws://HOST:PORT/PATH`, `wss://...` or `ws+unix:/path` (or `--target-websocket`).
+/// `ws://HOST:PORT/PATH`, `wss://...` or `ws+unix:/path[:/PATH]` (or `--target-websocket`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WsTarget {
     /// Where the connection goes (TCP, a UNIX socket or the wrapped command; never `WebSocket`).
@@ -98,7 +98,8 @@ impl std::fmt::Display for Target {
             Target::Unix(path) => write!(f, "unix:{}", path.display()),
             Target::Wrapped { port } => write!(f, "the wrapped command (its port {port}, moved to loopback)"),
             Target::WebSocket(ws) => match &ws.transport {
-                Target::Unix(path) => write!(f, "ws+unix:{}", path.display()),
+                Target::Unix(socket) if ws.path == "/" => write!(f, "ws+unix:{}", socket.display()),
+                Target::Unix(socket) => write!(f, "ws+unix:{}:{}", socket.display(), ws.path),
                 Target::Tcp { .. } => {
                     let scheme = if ws.tls { "wss" } else { "ws" };
                     write!(f, "{scheme}://{}{}", ws.transport, ws.path)
@@ -632,7 +633,7 @@ pub fn parse_listen(arg: &str, prefer_ipv6: bool) -> Result<SocketAddr, String> 
 }
 
 /// `target_addr:target_port`, or a WebSocket target: `ws://HOST[:PORT][/PATH]`, `wss://...` or
-/// `ws+unix:/path`.
+/// `ws+unix:/path[:/PATH]`.
 pub fn parse_target(arg: &str) -> Result<Target, String> {
     if let Some(target) = parse_ws_target(arg)? {
         return Ok(target);
@@ -652,15 +653,39 @@ pub fn parse_target(arg: &str) -> Result<Target, String> {
 }
 
 /// A WebSocket target URL, `None` when `arg` is not one. The port defaults to 80 (`ws`) or 443
-/// (`wss`), the path to `/`; `ws+unix:` takes a socket path (the request path is `/`).
+/// (`wss`), the path to `/`; `ws+unix:` takes a socket path, then optionally `:` and the request
+/// path, as the `ws` npm package reads it (`ws+unix:/run/vm/serial.sock:/console`; a socket path
+/// cannot hold a `:`).
 fn parse_ws_target(arg: &str) -> Result<Option<Target>, String> {
-    if let Some(path) = arg.strip_prefix("ws+unix:") {
-        if path.is_empty() {
+    if let Some(rest) = arg.strip_prefix("ws+unix:") {
+        let (socket, path) = rest.split_once(':').unwrap_or((rest, ""));
+        if socket.is_empty() {
             return Err(format!(
-                "target {arg:?}: ws+unix: needs a socket path (ws+unix:/run/vm/serial.sock)"
+                "target {arg:?}: ws+unix: needs a socket path (ws+unix:/run/vm/serial.sock, or \
+                 ws+unix:/run/vm/serial.sock:/path for a request path other than /)"
             ));
         }
-        return Ok(Some(Target::websocket(Target::Unix(PathBuf::from(path)), false)));
+        let path = match path {
+            "" => "/".to_owned(),
+            p if p.starts_with('/') => p.to_owned(),
+            p if p.starts_with('?') => format!("/{p}"),
+            _ => {
+                return Err(format!(
+                    "target {arg:?}: after the socket path, ':' starts the request path, which must start with / \
+                     (ws+unix:/run/vm/serial.sock:/path)"
+                ));
+            }
+        };
+        if bad_request_path(&path) {
+            return Err(format!(
+                "target {arg:?}: the request path must not contain spaces or control characters"
+            ));
+        }
+        return Ok(Some(Target::WebSocket(Box::new(WsTarget {
+            transport: Target::Unix(PathBuf::from(socket)),
+            path,
+            tls: false,
+        }))));
     }
     let (rest, tls) = match (arg.strip_prefix("ws://"), arg.strip_prefix("wss://")) {
         (Some(rest), _) => (rest, false),
@@ -673,7 +698,7 @@ fn parse_ws_target(arg: &str) -> Result<Option<Target>, String> {
         None => (rest, "/".to_owned()),
     };
     let bad = |why: &str| format!("target {arg:?}: {why} (ws://HOST:PORT/PATH, wss://... or ws+unix:/path)");
-    if path.chars().any(|c| c.is_ascii_control() || c == ' ') || authority.contains('@') {
+    if bad_request_path(&path) || authority.contains('@') {
         return Err(bad(
             "the path must not contain spaces or control characters, nor the host a user",
         ));
@@ -697,6 +722,11 @@ fn parse_ws_target(arg: &str) -> Result<Option<Target>, String> {
         port,
     };
     Ok(Some(Target::WebSocket(Box::new(WsTarget { transport, path, tls }))))
+}
+
+/// A request path a WebSocket target cannot be sent: one with spaces or control characters.
+fn bad_request_path(path: &str) -> bool {
+    path.chars().any(|c| c.is_ascii_control() || c == ' ')
 }
 
 /// `--metrics ADDR|same-port`.
@@ -804,7 +834,31 @@ mod tests {
             parse_target("ws+unix:/run/vm/mon.sock").unwrap(),
             Target::websocket(Target::Unix("/run/vm/mon.sock".into()), false)
         );
-        for shown in ["ws://127.0.0.1:5700/", "wss://[::1]:443/x", "ws+unix:/run/vm/mon.sock"] {
+        // The request path after the socket path, as the ws npm package takes it.
+        let unix = |socket: &str, path: &str| {
+            Target::WebSocket(Box::new(WsTarget {
+                transport: Target::Unix(socket.into()),
+                path: path.into(),
+                tls: false,
+            }))
+        };
+        assert_eq!(
+            parse_target("ws+unix:/run/vm/serial.sock:/some/path").unwrap(),
+            unix("/run/vm/serial.sock", "/some/path")
+        );
+        assert_eq!(
+            parse_target("ws+unix:/run/vm/serial.sock:/a?b=c").unwrap(),
+            unix("/run/vm/serial.sock", "/a?b=c")
+        );
+        assert_eq!(parse_target("ws+unix:/s.sock:?x").unwrap(), unix("/s.sock", "/?x"));
+        assert_eq!(parse_target("ws+unix:/s.sock:").unwrap(), unix("/s.sock", "/"));
+        assert_eq!(parse_target("ws+unix:rel.sock:/p").unwrap(), unix("rel.sock", "/p"));
+        for shown in [
+            "ws://127.0.0.1:5700/",
+            "wss://[::1]:443/x",
+            "ws+unix:/run/vm/mon.sock",
+            "ws+unix:/run/vm/mon.sock:/console?vm=7",
+        ] {
             assert_eq!(parse_target(shown).unwrap().to_string(), shown);
         }
         for bad in [
@@ -813,6 +867,10 @@ mod tests {
             "ws://h:0/",
             "ws://h:x/",
             "ws+unix:",
+            "ws+unix::/path",
+            "ws+unix:/s.sock:path",
+            "ws+unix:/s.sock:/a b",
+            "ws+unix:/s.sock:/a\u{7}",
             "ws://u@h:1/",
             "ws://h:1/a b",
         ] {
@@ -821,6 +879,10 @@ mod tests {
         assert_eq!(
             crate::route::parse_token_target(" ws://10.0.0.5:5700/ ").unwrap(),
             ws("10.0.0.5", 5700, "/", false)
+        );
+        assert_eq!(
+            crate::route::parse_token_target(" ws+unix:/run/q/vm7.sock:/monitor ").unwrap(),
+            unix("/run/q/vm7.sock", "/monitor")
         );
     }
 

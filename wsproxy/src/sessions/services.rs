@@ -134,7 +134,8 @@ pub enum TargetRule {
     /// The command binds `{port}`; librebind.so moves it to a loopback port and reports it.
     Rebind,
     /// `HOST:PORT` (placeholders allowed), connected to once it accepts; also a target that speaks
-    /// WebSocket, `ws://HOST:PORT/PATH`, `wss://...` or `ws+unix:PATH` (`crate::ws_target`).
+    /// WebSocket, `ws://HOST:PORT/PATH`, `wss://...` or `ws+unix:PATH[:/REQUEST-PATH]`
+    /// (`crate::ws_target`; parsed by `config::parse_target` once placeholders are filled in).
     Tcp(String),
     /// `unix:PATH` (placeholders allowed).
     Unix(String),
