@@ -462,11 +462,11 @@ async fn target_websocket_with_a_token_plugin_is_refused_at_start() {
     );
 }
 
-#[tokio::test]
-async fn a_wss_target_trusts_the_target_cafile_and_only_that() {
+/// The test's WebSocket server behind TLS with a self-signed certificate for `localhost`; its
+/// port, what it sees, and the certificate's file (the CA to trust).
+async fn wss_server(dir: &TempDir) -> (u16, mpsc::UnboundedReceiver<Seen>, std::path::PathBuf) {
     use rustls::pki_types::pem::PemObject;
-    let dir = TempDir::new("wss-target");
-    let (_, cert, key, _) = make_cert(&dir);
+    let (_, cert, key, _) = make_cert(dir);
     let certs: Vec<_> = rustls::pki_types::CertificateDer::pem_file_iter(&cert)
         .unwrap()
         .map(|c| c.unwrap())
@@ -480,7 +480,25 @@ async fn a_wss_target_trusts_the_target_cafile_and_only_that() {
         .with_single_cert(certs, key)
         .unwrap();
     let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(server));
-    let (port, mut seen) = ws_server_tls(Some(acceptor)).await;
+    let (port, seen) = ws_server_tls(Some(acceptor)).await;
+    (port, seen, cert)
+}
+
+/// The request path of the next connection the server sees (its messages before are skipped).
+async fn next_request_path(seen: &mut mpsc::UnboundedReceiver<Seen>) -> String {
+    loop {
+        match next_seen(seen).await {
+            Seen::Request { path, .. } => return path,
+            Seen::Binary(_) | Seen::Close(_) | Seen::Pong(_) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_wss_target_trusts_the_target_cafile_and_only_that() {
+    let dir = TempDir::new("wss-target");
+    let (port, mut seen, cert) = wss_server(&dir).await;
     let target = format!("wss://localhost:{port}/secure");
 
     let proxy = Proxy::start(&[
@@ -507,6 +525,71 @@ async fn a_wss_target_trusts_the_target_cafile_and_only_that() {
     assert!(
         line.contains(&target) && line.to_lowercase().contains("certificate"),
         "{line}"
+    );
+}
+
+/// `--target-cafile` without `--ssl-target`: wss:// targets trust it, whether the command line, a
+/// token file or a session's service names them; a target that never speaks TLS refuses it at
+/// start with one line saying what to do.
+#[tokio::test]
+async fn the_target_cafile_serves_wss_targets_without_ssl_target() {
+    let dir = TempDir::new("wss-cafile");
+    let (port, mut seen, cert) = wss_server(&dir).await;
+    let ca = cert.to_str().unwrap();
+
+    let target = format!("wss://localhost:{port}/static");
+    let proxy = Proxy::start(&["--target-cafile", ca, "127.0.0.1:0", &target]);
+    let (mut raw, head) = Raw::upgrade(proxy.addr, "").await;
+    assert_eq!(status(&head), 101, "{head}");
+    raw.echo(b"static wss").await;
+    assert_eq!(next_request_path(&mut seen).await, "/static");
+
+    let tokens = dir.path("tokens");
+    std::fs::write(&tokens, format!("vm: wss://localhost:{port}/from-a-token\n")).unwrap();
+    let proxy = Proxy::start(&[
+        "--target-cafile",
+        ca,
+        "--token-plugin",
+        "TokenFile",
+        "--token-source",
+        tokens.to_str().unwrap(),
+        "127.0.0.1:0",
+    ]);
+    let (mut raw, head) = Raw::upgrade_to(proxy.addr, "/websockify?token=vm", "").await;
+    assert_eq!(status(&head), 101, "{head}");
+    raw.echo(b"token wss").await;
+    assert_eq!(next_request_path(&mut seen).await, "/from-a-token");
+
+    // A session's command (here one that only waits) and its wss:// target.
+    let services = format!(
+        "[[service]]\nname = \"vm\"\ncount = 1\ncommand = [\"sleep\", \"600\"]\n\
+         target = \"wss://localhost:{port}/from-a-session\"\n"
+    );
+    let sessions = crate::sessions::prepare("reserve_timeout = 60", &services);
+    let file = sessions.path("services.toml");
+    let proxy = Proxy::start(&[
+        "--target-cafile",
+        ca,
+        "--sessions",
+        file.to_str().unwrap(),
+        "127.0.0.1:0",
+    ]);
+    let token = crate::sessions::reserve(proxy.addr, "alice-token", "vm").await["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (mut raw, head) = Raw::upgrade_to(proxy.addr, &format!("/websockify?token={token}"), "").await;
+    assert_eq!(status(&head), 101, "{head}");
+    raw.echo(b"session wss").await;
+    assert_eq!(next_request_path(&mut seen).await, "/from-a-session");
+
+    // A plain TCP target never speaks TLS without --ssl-target.
+    let mut refused = Proxy::spawn(&["--target-cafile", ca, "127.0.0.1:0", "127.0.0.1:5901"]);
+    assert_eq!(refused.wait_exit(WAIT).code(), Some(64));
+    let lines = refused.lines();
+    assert!(
+        lines.len() == 1 && lines[0].contains("--target-cafile") && lines[0].contains("add --ssl-target"),
+        "{lines:?}"
     );
 }
 

@@ -100,8 +100,8 @@ pub struct Cli {
     #[arg(long)]
     pub ssl_target: bool,
 
-    /// Trust only the CA certificates in FILE for --ssl-target (websockify#506)
-    #[arg(long, value_name = "FILE", requires = "ssl_target")]
+    /// Trust only the CA certificates in FILE for TLS to the target: --ssl-target, wss:// targets (websockify#506)
+    #[arg(long, value_name = "FILE")]
     pub target_cafile: Option<PathBuf>,
 
     /// Require a client certificate signed by --cafile (or the system roots)

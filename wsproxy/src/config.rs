@@ -144,7 +144,8 @@ pub struct Config {
     /// `--cert auto`: the certificate made or reused, for the start-up line.
     pub auto_cert: Option<crate::autocert::AutoCert>,
     pub ssl_only: bool,
-    pub target_tls: Option<Arc<rustls::ClientConfig>>,
+    /// `--ssl-target` and `--target-cafile`: TLS to the target.
+    pub target_tls: crate::target::TargetTls,
     pub web: Option<StaticFiles>,
     /// `--record FILE --record-format F`.
     pub record: Option<Record>,
@@ -177,7 +178,8 @@ impl std::fmt::Debug for Config {
             .field("wrap", &self.wrap)
             .field("tls", &self.tls.is_some())
             .field("ssl_only", &self.ssl_only)
-            .field("target_tls", &self.target_tls.is_some())
+            .field("ssl_target", &self.target_tls.every)
+            .field("target_cafile", &self.target_tls.config.is_some())
             .field("web", &self.web.is_some())
             .field("relay", &self.relay)
             .finish_non_exhaustive()
@@ -278,8 +280,21 @@ impl TryFrom<Cli> for Config {
                     .map(|s| s.services.iter().map(|s| s.name.clone()).collect()),
             }))
         });
+        // `--target-cafile`: the only CAs TLS to a target trusts (`--ssl-target`, `wss://` targets).
+        let target_ca = match &cli.target_cafile {
+            Some(file) => Some(tls::client_config(Some(&absolute(file)?))?),
+            None => None,
+        };
         let sessions = services
-            .map(|services| sessions_manager(services, cli.audit_log.as_deref(), metrics.clone(), cli.share))
+            .map(|services| {
+                sessions_manager(
+                    services,
+                    cli.audit_log.as_deref(),
+                    metrics.clone(),
+                    cli.share,
+                    target_ca.clone(),
+                )
+            })
             .transpose()?;
         let api_listen = cli
             .api_listen
@@ -354,6 +369,21 @@ impl TryFrom<Cli> for Config {
         {
             return Err("--ssl-target needs a TCP target (host:port), not --unix-target or a wrapped command".into());
         }
+        // Without --ssl-target, only a wss:// target speaks TLS: a static target that is not one never
+        // would (token and session targets come later, and may be).
+        if cli.target_cafile.is_some()
+            && !cli.ssl_target
+            && let Some(target) = route.static_target()
+            && !matches!(target, Target::WebSocket(ws) if ws.tls)
+        {
+            let fix = match transport(target) {
+                Target::Tcp { .. } => "add --ssl-target, or name a wss:// target",
+                _ => "leave it out (a UNIX socket or a wrapped command has no TLS)",
+            };
+            return Err(format!(
+                "--target-cafile is for TLS to the target, which {target} does not speak: {fix}"
+            ));
+        }
 
         let auto_cert = match &cli.cert {
             Some(cert) if cert.as_os_str() == "auto" => {
@@ -412,11 +442,14 @@ impl TryFrom<Cli> for Config {
             })?),
             None => None,
         };
-        let target_tls = if cli.ssl_target {
-            let cafile = cli.target_cafile.as_deref().map(absolute).transpose()?;
-            Some(tls::client_config(cafile.as_deref())?)
-        } else {
-            None
+        let target_tls = crate::target::TargetTls {
+            every: cli.ssl_target,
+            config: match target_ca {
+                Some(config) => Some(config),
+                // --ssl-target's system roots are loaded (and checked) at start.
+                None if cli.ssl_target => Some(tls::client_config(None)?),
+                None => None,
+            },
         };
         let web = match &cli.web {
             Some(dir) => Some(StaticFiles::new(&absolute(dir)?, !cli.file_only)?),
@@ -519,12 +552,14 @@ fn default_workers() -> usize {
 }
 
 /// `--sessions FILE`: the services, librebind.so when a service needs it, the audit log;
-/// `share_all` is `--share` (every session a shared console).
+/// `share_all` is `--share` (every session a shared console), `target_ca` `--target-cafile`'s
+/// roots for `wss://` targets.
 fn sessions_manager(
     services: crate::sessions::services::Services,
     audit: Option<&Path>,
     metrics: Option<Arc<Metrics>>,
     share_all: bool,
+    target_ca: Option<Arc<rustls::ClientConfig>>,
 ) -> Result<Arc<Manager>, String> {
     let needs_lib = services
         .services
@@ -550,7 +585,8 @@ fn sessions_manager(
         Manager::new(services, registry, lib, audit)
             .with_cluster(cluster)
             .with_metrics(metrics)
-            .with_share_all(share_all),
+            .with_share_all(share_all)
+            .with_target_ca(target_ca),
     ))
 }
 
@@ -884,6 +920,47 @@ mod tests {
             crate::route::parse_token_target(" ws+unix:/run/q/vm7.sock:/monitor ").unwrap(),
             unix("/run/q/vm7.sock", "/monitor")
         );
+    }
+
+    #[test]
+    fn target_cafile_goes_where_the_target_may_speak_tls() {
+        let dir = std::env::temp_dir().join(format!("wsproxy-cafile-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca = dir.join("ca.pem");
+        let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        std::fs::write(&ca, cert.cert.pem()).unwrap();
+        let ca = ca.to_str().unwrap();
+        // With --ssl-target, for every TCP target.
+        let c = config(&["--ssl-target", "--target-cafile", ca, "6080", "localhost:5901"]).unwrap();
+        assert!(c.target_tls.every && c.target_tls.config.is_some());
+        // A wss:// target speaks TLS without it.
+        let c = config(&["--target-cafile", ca, "6080", "wss://localhost:5701/"]).unwrap();
+        assert!(!c.target_tls.every && c.target_tls.config.is_some());
+        // Tokens name their targets later: one may be wss://.
+        let tokens = dir.join("tokens");
+        std::fs::write(&tokens, "vm: wss://localhost:5701/\n").unwrap();
+        let tokens = tokens.to_str().unwrap();
+        let c = config(&[
+            "--target-cafile",
+            ca,
+            "--token-plugin",
+            "TokenFile",
+            "--token-source",
+            tokens,
+            "6080",
+        ])
+        .unwrap();
+        assert!(!c.target_tls.every && c.target_tls.config.is_some());
+        // Where it cannot apply, one line that says what to do.
+        let err = config(&["--target-cafile", ca, "6080", "localhost:5901"]).unwrap_err();
+        assert!(err.contains("add --ssl-target") && !err.contains('\n'), "{err}");
+        let err = config(&["--target-cafile", ca, "6080", "ws://localhost:5701/"]).unwrap_err();
+        assert!(err.contains("add --ssl-target"), "{err}");
+        let err = config(&["--target-cafile", ca, "--unix-target", "/run/s.sock", "6080"]).unwrap_err();
+        assert!(err.contains("leave it out"), "{err}");
+        let err = config(&["--target-cafile", "/nonexistent/ca.pem", "6080", "wss://h/"]).unwrap_err();
+        assert!(err.contains("/nonexistent/ca.pem"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -33,20 +33,33 @@ const WRAPPED_REFUSED_RETRY: Duration = Duration::from_secs(1);
 /// The wrapped command's loopback address, `None` until it reports a bind (or while it restarts).
 pub type WrappedAddr = watch::Receiver<Option<SocketAddr>>;
 
-/// Connects to `target`; `tls` is `--ssl-target`'s configuration (TLS to every TCP target).
-pub async fn connect(
-    target: &Target,
-    tls: Option<&Arc<rustls::ClientConfig>>,
-    wrapped: Option<&WrappedAddr>,
-) -> io::Result<TargetStream> {
+/// TLS to targets: which get it, and what they trust.
+#[derive(Clone, Default)]
+pub struct TargetTls {
+    /// `--ssl-target`: TLS to every TCP target (a `ws://` one too), not only to `wss://` ones.
+    pub every: bool,
+    /// The roots of `--target-cafile` (only its CAs are trusted); `None`: the system's roots.
+    pub config: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl TargetTls {
+    /// The configuration a TLS connection to a target uses.
+    fn client_config(&self) -> io::Result<Arc<rustls::ClientConfig>> {
+        match &self.config {
+            Some(config) => Ok(config.clone()),
+            None => default_tls(),
+        }
+    }
+}
+
+/// Connects to `target`, with TLS to it as `tls` says (`--ssl-target`, `wss://`).
+pub async fn connect(target: &Target, tls: &TargetTls, wrapped: Option<&WrappedAddr>) -> io::Result<TargetStream> {
     let Target::WebSocket(ws) = target else {
-        return Ok(Either::Left(connect_transport(target, tls, wrapped).await?));
+        let config = tls.every.then(|| tls.client_config()).transpose()?;
+        return Ok(Either::Left(connect_transport(target, config.as_ref(), wrapped).await?));
     };
-    let tls = match (ws.tls, tls) {
-        (true, None) => Some(default_tls()?),
-        (_, tls) => tls.cloned(),
-    };
-    let stream = connect_transport(&ws.transport, tls.as_ref(), wrapped).await?;
+    let config = (tls.every || ws.tls).then(|| tls.client_config()).transpose()?;
+    let stream = connect_transport(&ws.transport, config.as_ref(), wrapped).await?;
     let host = match &ws.transport {
         Target::Tcp { host, port } if host.contains(':') => format!("[{host}]:{port}"),
         Target::Tcp { host, port } => format!("{host}:{port}"),
@@ -63,7 +76,7 @@ pub async fn connect(
     Ok(Either::Right(Box::new(shaken)))
 }
 
-/// TLS for `wss://` targets without `--ssl-target`: the system's roots, loaded once.
+/// TLS to targets without `--target-cafile`: the system's roots, loaded once.
 fn default_tls() -> io::Result<Arc<rustls::ClientConfig>> {
     static CONFIG: std::sync::OnceLock<Result<Arc<rustls::ClientConfig>, String>> = std::sync::OnceLock::new();
     CONFIG

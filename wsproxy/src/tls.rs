@@ -255,11 +255,12 @@ fn check_key(
     Ok(())
 }
 
-/// For --ssl-target: system roots, or only the roots in `cafile` when given (websockify cannot trust a custom CA: #506).
+/// For TLS to the target (`--ssl-target`, `wss://` targets): system roots, or only the roots in
+/// `cafile` (`--target-cafile`) when given (websockify cannot trust a custom CA: #506).
 pub fn client_config(cafile: Option<&Path>) -> Result<Arc<ClientConfig>, String> {
     let roots = match cafile {
         Some(path) => roots_from_file(path)?,
-        None => native_roots("--ssl-target")?,
+        None => native_roots("TLS to the target", "--target-cafile")?,
     };
     let config = ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()
@@ -421,7 +422,7 @@ fn client_verifier(
 ) -> Result<Option<Arc<dyn ClientCertVerifier>>, String> {
     let (roots, system) = match (opts.client_ca, opts.verify_client) {
         (Some(ca), _) => (roots_from_file(ca)?, false),
-        (None, true) => (native_roots("--verify-client")?, true),
+        (None, true) => (native_roots("--verify-client", "--cafile")?, true),
         (None, false) => return Ok(None),
     };
     let mut builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
@@ -464,8 +465,9 @@ fn roots_from_file(path: &Path) -> Result<RootCertStore, String> {
     Ok(roots)
 }
 
-/// The system's trust anchors, as OpenSSL's `set_default_verify_paths` would find them.
-fn native_roots(flag: &str) -> Result<RootCertStore, String> {
+/// The system's trust anchors, as OpenSSL's `set_default_verify_paths` would find them, for
+/// `what`; `instead` is the option that names a file of CAs instead.
+fn native_roots(what: &str, instead: &str) -> Result<RootCertStore, String> {
     let found = rustls_native_certs::load_native_certs();
     let mut roots = RootCertStore::empty();
     let (_added, ignored) = roots.add_parsable_certificates(found.certs);
@@ -475,7 +477,7 @@ fn native_roots(flag: &str) -> Result<RootCertStore, String> {
     if roots.is_empty() {
         let why = found.errors.first().map(|e| format!(" ({e})")).unwrap_or_default();
         return Err(format!(
-            "no system CA certificates found{why}: {flag} needs them; install ca-certificates or give --cafile FILE"
+            "no system CA certificates found{why}: {what} needs them; install ca-certificates or give {instead} FILE"
         ));
     }
     for e in &found.errors {

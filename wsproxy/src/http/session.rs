@@ -356,7 +356,7 @@ async fn relay(
     };
     let connect = async {
         match &resolved.destination {
-            Destination::Target(target) => target::connect(target, config.target_tls.as_ref(), shared.wrapped.as_ref())
+            Destination::Target(target) => target::connect(target, &config.target_tls, shared.wrapped.as_ref())
                 .await
                 .map_err(|e| {
                     (

@@ -26,7 +26,7 @@ use super::vncpasswd;
 use crate::config::Target;
 use crate::ops::metrics::Metrics;
 use crate::relay::frame::close;
-use crate::target::TargetStream;
+use crate::target::{TargetStream, TargetTls};
 
 /// How long an ended session stays visible in the API.
 pub const KEEP_ENDED: Duration = Duration::from_secs(600);
@@ -55,6 +55,8 @@ pub struct Manager {
     /// `--share`: every session's clients share one target connection, not only a `share = true`
     /// service's.
     share_all: bool,
+    /// What `wss://` targets trust (`--target-cafile`).
+    target_tls: TargetTls,
 }
 
 /// What only this process knows of a live session.
@@ -127,6 +129,7 @@ impl Manager {
             runtime_root,
             metrics: None,
             share_all: false,
+            target_tls: TargetTls::default(),
         }
     }
 
@@ -144,6 +147,13 @@ impl Manager {
     /// Records into `metrics` (`--metrics`), if given.
     pub fn with_metrics(mut self, metrics: Option<Arc<Metrics>>) -> Self {
         self.metrics = metrics;
+        self
+    }
+
+    /// What the sessions' `wss://` targets trust: `--target-cafile`'s CAs (`config` only; a
+    /// session's target is TLS only when it says `wss://`).
+    pub fn with_target_ca(mut self, config: Option<Arc<rustls::ClientConfig>>) -> Self {
+        self.target_tls = TargetTls { every: false, config };
         self
     }
 
@@ -1241,7 +1251,7 @@ impl Lease {
             }
             Via::Direct { target, .. } => {
                 let target = crate::config::parse_target(target)?;
-                return crate::target::connect(&target, None, None)
+                return crate::target::connect(&target, &self.manager.target_tls, None)
                     .await
                     .map_err(|e| format!("cannot connect to the session's command: {e}"));
             }
@@ -1253,7 +1263,7 @@ impl Lease {
             .map(|l| l.clone())
             .map_err(|_| "the session ended".to_owned())?;
         match state {
-            Launch::Ready(target) => crate::target::connect(&target, None, None)
+            Launch::Ready(target) => crate::target::connect(&target, &self.manager.target_tls, None)
                 .await
                 .map_err(|e| format!("cannot connect to the session's command: {e}")),
             Launch::Failed(reason) => Err(reason),
