@@ -515,18 +515,26 @@ fn counts(pid: u32) -> Result<(usize, u64), String> {
 }
 
 /// After a load: waits (bounded) until the sessions' lingering closes are done and the counts
-/// stop falling, or, given a baseline, come back within 5 % of it.
+/// have not fallen (by more than 1 %) for `STEADY` seconds (the allocator gives freed pages back over a few seconds), or,
+/// given a baseline, come back within 5 % of it.
 async fn settle(pid: u32, baseline: Option<(usize, u64)>) -> Result<(usize, u64), String> {
+    const STEADY: usize = 5;
     let deadline = Instant::now() + SETTLE_WAIT;
     // wsproxy reads a closed client for up to 2 s (its lingering close).
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let mut last = counts(pid)?;
+    let mut seen = vec![counts(pid)?];
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let now = counts(pid)?;
+        seen.push(now);
         let done = match baseline {
             Some((fds, rss)) => now.0 as f64 <= fds as f64 * 1.05 && now.1 as f64 <= rss as f64 * 1.05,
-            None => now == last,
+            None => {
+                seen.len() > STEADY
+                    && seen[seen.len() - 1 - STEADY..]
+                        .iter()
+                        .all(|c| c.0 <= now.0 && c.1 as f64 <= now.1 as f64 * 1.01)
+            }
         };
         if done {
             return Ok(now);
@@ -540,7 +548,6 @@ async fn settle(pid: u32, baseline: Option<(usize, u64)>) -> Result<(usize, u64)
                 None => Ok(now),
             };
         }
-        last = now;
     }
 }
 

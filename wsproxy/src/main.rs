@@ -10,6 +10,15 @@ use wsproxy::config::{Config, Listen, MetricsAt};
 use wsproxy::ops::systemd;
 use wsproxy::{listener, logging};
 
+/// mimalloc rather than glibc's malloc: after a load of 1,000 sessions glibc kept up to a fifth of
+/// the peak (freed, but inside its heap and never returned: `make soak` measured 20.6 MiB before
+/// the load and 25.0 MiB after), mimalloc gives freed pages back (18.9 → peak 20.4 → 19.1 MiB),
+/// and holds an idle connection in as little (9.3 KiB against glibc's 9.1). Its v2 line: v3
+/// starts at twice the resident size. `no_thp`: no transparent huge pages for its own memory
+/// (they added 4 MiB at start); `keep_huge_pages_for_children` undoes what that does to children.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Exit code for a configuration mistake (sysexits EX_USAGE).
 const EX_CONFIG: u8 = 64;
 
@@ -26,6 +35,7 @@ fn main() -> ExitCode {
         }
     };
     raise_fd_limit();
+    keep_huge_pages_for_children();
     let (config, warnings) = logging::capture(|| Config::try_from(cli));
     let config = match config {
         Ok(config) => config,
@@ -130,5 +140,16 @@ fn raise_fd_limit() {
         && soft < hard
     {
         let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    }
+}
+
+/// mimalloc's `no_thp` turns transparent huge pages off for the whole process with prctl, which
+/// children inherit across exec: a QEMU that sessions or wrap mode start would lose them for its
+/// guest memory. Turned back on here, mimalloc still never asks for them (`madvise` mode, the
+/// usual setting, then gives its memory none).
+fn keep_huge_pages_for_children() {
+    #[cfg(target_os = "linux")]
+    if nix::sys::prctl::get_thp_disable().unwrap_or(false) {
+        let _ = nix::sys::prctl::set_thp_disable(false);
     }
 }
