@@ -354,7 +354,9 @@ async fn relay(
         Destination::Session(lease) => Some(lease),
         Destination::Target(_) => None,
     };
-    let connect = async {
+    // Boxed: connecting (TLS, a WebSocket handshake, a session's launch) takes kilobytes of state
+    // that a running session's task would otherwise keep.
+    let connect = Box::pin(async {
         match &resolved.destination {
             Destination::Target(target) => target::connect(target, &config.target_tls, shared.wrapped.as_ref())
                 .await
@@ -369,10 +371,10 @@ async fn relay(
                 .await
                 .map_err(|reason| (format!("{named}: {reason}"), reason)),
         }
-    };
+    });
     // A shared target: a window on the connection the first window made (`crate::share`).
     let connected = match config.share.key(&resolved) {
-        Some(key) => config.share.open(key, connect).await,
+        Some(key) => Box::pin(config.share.open(key, connect)).await,
         None => connect.await.map(Upstream::Own),
     };
     let target = match connected {
@@ -381,7 +383,13 @@ async fn relay(
             warn!("{log}");
             tally.outcome = Outcome::TargetFailed;
             // As websockify: the handshake already succeeded, so the failure is a close frame.
-            refuse(&mut client, close::INTERNAL_ERROR, &reason, config.relay.close_timeout).await;
+            Box::pin(refuse(
+                &mut client,
+                close::INTERNAL_ERROR,
+                &reason,
+                config.relay.close_timeout,
+            ))
+            .await;
             shared.session_closed();
             return;
         }
@@ -473,7 +481,8 @@ async fn relay(
         Upstream::Own(Either::Right(mut ws)) => {
             let (code, reason) = close_for_target(&report.end);
             let wait = config.relay.close_timeout;
-            tokio::join!(linger(client), ws.close(code, reason, wait));
+            // Boxed, as connecting: only a closing session needs the close handshake's state.
+            Box::pin(async { tokio::join!(linger(client), ws.close(code, reason, wait)) }).await;
         }
         other => {
             // Let go of the target (a shared console's window, a connection) before lingering.
@@ -505,7 +514,8 @@ const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
 /// destroy the close frame before the client reads it. So read and discard until the client's end
 /// of stream, for at most `LINGER`.
 async fn linger(mut client: ClientStream) {
-    let mut sink = [0u8; 4096];
+    // On the heap: an array here would be part of every session's task, lingering or not.
+    let mut sink = vec![0u8; 4096];
     let _ = tokio::time::timeout(LINGER, async {
         while matches!(client.read(&mut sink).await, Ok(n) if n > 0) {}
     })
@@ -519,7 +529,7 @@ async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(client: &mut S, code: u16, re
     let _ = tokio::time::timeout(wait, async {
         client.write_all(frame.as_bytes()).await?;
         client.shutdown().await?;
-        let mut sink = [0u8; 512];
+        let mut sink = vec![0u8; 512];
         while client.read(&mut sink).await? > 0 {}
         Ok::<(), io::Error>(())
     })
