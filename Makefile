@@ -70,7 +70,8 @@ fuzz:
 	scripts/fuzz $(FUZZ_SECONDS)
 
 # Soak: 1,000 sessions at once with traffic both ways (every echo compared) for 10 minutes while
-# token targets and wrapped commands are SIGKILLed at random (wsproxy-bench soak); fails on a
+# token targets, wrapped commands and on-demand session commands are SIGKILLed at random
+# (wsproxy-bench soak); fails on a
 # crash, a failed session on a living target, fds or memory not back within 5 % of the baseline
 # after the load, or a zombie. soak-short is the same for 60 s. Not in `make test` yet: wsproxy's
 # resident memory ends 7-11 % above the baseline (README, Soak).

@@ -85,9 +85,10 @@ pub enum Command {
     #[command(verbatim_doc_comment)]
     Cluster(Cluster),
     /// Soak: --sessions sessions at once for --secs with traffic both ways (every echo compared),
-    /// while token targets and wrapped commands are SIGKILLed at random; fails on a crash or
-    /// panic, a failed session on a living target, file descriptors or memory not back within
-    /// 5 % of the baseline after the load, or a zombie process. What `make soak` runs:
+    /// while token targets, wrapped commands and on-demand session commands are SIGKILLed at
+    /// random; fails on a crash or panic, a failed session on a living target, file descriptors
+    /// or memory not back within 5 % of the baseline after the load, or a zombie process. What
+    /// `make soak` runs:
     ///   wsproxy-bench soak --wsproxy target/release/wsproxy --sessions 1000 --secs 600
     #[command(verbatim_doc_comment)]
     Soak(Soak),
@@ -123,6 +124,10 @@ pub struct Soak {
     /// A kill every this many milliseconds.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
     pub kill_every_ms: u64,
+    /// Of the --sessions clients, how many use on-demand sessions of a wsproxy --sessions (whose
+    /// commands are killed too); 0: no sessions wsproxy. Default: one in ten.
+    #[arg(long)]
+    pub session_clients: Option<u32>,
 }
 
 /// `wsproxy-bench echo-server PORT`: binds 127.0.0.1:PORT and echoes every connection until killed;

@@ -45,7 +45,6 @@ use crate::rng::XorShift;
 use crate::rtt;
 use crate::sessions::{Scratch, first_echo};
 use crate::stats::Latency;
-use crate::tokens;
 
 /// The service whose session's clients are timed, and the one only reserved.
 const ECHO: &str = "echo";
@@ -455,21 +454,8 @@ impl Summary {
 /// `owner` and through `other`, and deletes it.
 async fn relay_latency(owner: &Proxy, other: &Proxy, options: &Options) -> Result<RelayTimes, String> {
     let mut api = Client::new(owner.port(), &options.bearer);
-    let request = api.request("POST", "/api/v1/sessions", Some(&format!(r#"{{"service": "{ECHO}"}}"#)));
-    let created = api.call(&request).await?;
-    if created.status != 201 {
-        return Err(format!(
-            "the reservation was answered {}: {}",
-            created.status,
-            created.excerpt()
-        ));
-    }
-    let session: serde_json::Value =
-        serde_json::from_slice(&created.body).map_err(|e| format!("the reservation's body is not JSON: {e}"))?;
-    let (Some(id), Some(token)) = (reserve::session_id(&created.body), session["token"].as_str()) else {
-        return Err(format!("the reservation has no id or token: {session}"));
-    };
-    let path = format!("{}?token={token}", tokens::PATH);
+    let session = reserve::reserve_one(&mut api, ECHO).await?;
+    let (id, path) = (&session.id, session.path());
     let timed = time_clients(owner, other, &path, options).await;
     // Whatever happened, stop the session: its command must not outlive the set.
     let request = api.request("DELETE", &format!("/api/v1/sessions/{id}"), None);

@@ -168,6 +168,49 @@ async fn reserve(mut client: Client, body: String, free: bool, deadline: Instant
     count
 }
 
+/// A session just reserved, as the API answered.
+pub struct Session {
+    pub id: String,
+    pub token: String,
+    /// Its index in the service (0..count): what its `{port}` is made from.
+    pub index: u64,
+}
+
+impl Session {
+    /// The WebSocket path that connects with its token.
+    pub fn path(&self) -> String {
+        format!("{}?token={}", crate::tokens::PATH, self.token)
+    }
+}
+
+/// Reserves one session of `service` through `api` (`POST /api/v1/sessions`, 201 expected).
+pub async fn reserve_one(api: &mut Client, service: &str) -> Result<Session, String> {
+    let body = serde_json::json!({ "service": service }).to_string();
+    let request = api.request("POST", "/api/v1/sessions", Some(&body));
+    let created = api.call(&request).await?;
+    if created.status != 201 {
+        return Err(format!(
+            "the reservation was answered {}: {}",
+            created.status,
+            created.excerpt()
+        ));
+    }
+    let session: serde_json::Value =
+        serde_json::from_slice(&created.body).map_err(|e| format!("the reservation's body is not JSON: {e}"))?;
+    match (
+        session_id(&created.body),
+        session["token"].as_str(),
+        session["index"].as_u64(),
+    ) {
+        (Some(id), Some(token), Some(index)) => Ok(Session {
+            id,
+            token: token.to_owned(),
+            index,
+        }),
+        _ => Err(format!("the reservation has no id, token or index: {session}")),
+    }
+}
+
 /// The `id` of a session as the API shows it.
 pub fn session_id(body: &[u8]) -> Option<String> {
     let session: serde_json::Value = serde_json::from_slice(body).ok()?;

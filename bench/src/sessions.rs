@@ -50,7 +50,7 @@ use crate::tokens;
 use crate::ws::Event;
 
 /// The service launched on connect, and the one only reserved.
-const ECHO: &str = "echo";
+pub(crate) const ECHO: &str = "echo";
 const BULK: &str = "bulk";
 /// The reserve_timeout of the services file: longer than any run.
 const RESERVE_TIMEOUT_SECS: u64 = 3600;
@@ -184,7 +184,17 @@ async fn measure_round(
     round: u32,
 ) -> Result<(), String> {
     let rounds = options.rounds;
-    let file = scratch.services(&format!("{}-{round}", spec.name), options, free_port()?)?;
+    let services = Services {
+        exe: &options.exe,
+        bearer: &options.bearer,
+        port: free_port()?,
+        // One at a time, always on the same port; each session ends by DELETE (204 once its
+        // command is stopped), not when its client leaves.
+        count: 1,
+        linger: 60,
+        bulk: options.bulk_count(),
+    };
+    let file = scratch.services(&format!("{}-{round}", spec.name), &services)?;
     let proxy = Proxy::start(spec, &file.display().to_string()).await?;
     let name = spec.name.as_str();
     let outcome = async {
@@ -289,25 +299,9 @@ async fn launches(port: u16, options: &Options) -> Result<Vec<Pair>, String> {
 /// Reserves an echo session, times its launch (upgrade to the first echoed byte), closes it and
 /// deletes it, waiting for the 204 (the command stopped).
 async fn launch(port: u16, api: &mut Client) -> Result<Duration, String> {
-    let request = api.request("POST", "/api/v1/sessions", Some(&format!(r#"{{"service": "{ECHO}"}}"#)));
-    let created = api.call(&request).await?;
-    if created.status != 201 {
-        return Err(format!(
-            "the reservation was answered {}: {}",
-            created.status,
-            created.excerpt()
-        ));
-    }
-    let session: serde_json::Value =
-        serde_json::from_slice(&created.body).map_err(|e| format!("the reservation's body is not JSON: {e}"))?;
-    let (Some(id), Some(token)) = (session["id"].as_str(), session["token"].as_str()) else {
-        return Err(format!("the reservation has no id or token: {session}"));
-    };
-    let timed = timeout(
-        LAUNCH_TIMEOUT,
-        first_echo(port, &format!("{}?token={token}", tokens::PATH)),
-    )
-    .await;
+    let session = reserve::reserve_one(api, ECHO).await?;
+    let id = &session.id;
+    let timed = timeout(LAUNCH_TIMEOUT, first_echo(port, &session.path())).await;
     // Whatever happened, stop the session: the next one needs its index and its port.
     let request = api.request("DELETE", &format!("/api/v1/sessions/{id}"), None);
     let deleted = api.call(&request).await;
@@ -454,9 +448,9 @@ impl Scratch {
         Ok(path)
     }
 
-    /// Writes the services file `NAME.toml` for one start, with the echo service on `port`.
-    fn services(&self, name: &str, options: &Options, port: u16) -> Result<PathBuf, String> {
-        self.write(&format!("{name}.toml"), &services_text(options, port))
+    /// Writes the services file `NAME.toml` for one start.
+    pub(crate) fn services(&self, name: &str, services: &Services<'_>) -> Result<PathBuf, String> {
+        self.write(&format!("{name}.toml"), &services_text(services))
     }
 }
 
@@ -466,20 +460,42 @@ impl Drop for Scratch {
     }
 }
 
-/// The services file: the API token, the echo service (one at a time, on `port`) and the bulk one.
-fn services_text(options: &Options, port: u16) -> String {
+/// What a services file of the benchmarks holds: the API token, the echo service and the bulk one.
+pub(crate) struct Services<'a> {
+    /// This very binary: the echo service's command (`echo-server`).
+    pub exe: &'a Path,
+    /// The API's bearer token (scope "sessions").
+    pub bearer: &'a str,
+    /// The echo service's first port: session `index` listens on `port + index`.
+    pub port: u16,
+    /// Echo sessions at once.
+    pub count: u32,
+    /// Seconds a session waits after its last client leaves before its command is stopped.
+    pub linger: u64,
+    /// The bulk service's count.
+    pub bulk: u64,
+}
+
+/// The services file of `services`.
+pub(crate) fn services_text(services: &Services<'_>) -> String {
     // A JSON string is a TOML basic string: quotes and backslashes in the path are escaped alike.
-    let exe = serde_json::Value::from(options.exe.display().to_string()).to_string();
-    let bearer = &options.bearer;
-    let count = options.bulk_count();
+    let exe = serde_json::Value::from(services.exe.display().to_string()).to_string();
+    let Services {
+        bearer,
+        port,
+        count,
+        linger,
+        bulk,
+        ..
+    } = services;
     format!(
-        r#"# Written by wsproxy-bench sessions for one start of the proxy; removed when it ends.
+        r#"# Written by wsproxy-bench for one start of the proxy; removed when it ends.
 [sessions]
 # Longer than any run: reservations neither expire nor launch while they are counted.
 reserve_timeout = {RESERVE_TIMEOUT_SECS}
 start_timeout = 10
-# Sessions end by DELETE (204 once the command is stopped), not when their client leaves.
-linger = 60
+# After its last client leaves, a session waits this long for another, then its command is stopped.
+linger = {linger}
 stop_grace = 2
 
 [[api.token]]
@@ -487,10 +503,10 @@ token = "{bearer}"
 scopes = ["sessions"]
 user = "bench"
 
-# Launched on each first connect, one at a time: always on port {port}, found free for this start.
+# Launched on each first connect, {count} at once at most: index i on port {port}+i, found free for this start.
 [[service]]
 name = "{ECHO}"
-count = 1
+count = {count}
 command = [{exe}, "echo-server", "{{port}}"]
 port = "{port}+{{index}}"
 target = "127.0.0.1:{{port}}"
@@ -498,7 +514,7 @@ target = "127.0.0.1:{{port}}"
 # Reserved only: nothing connects with its tokens, so it never launches.
 [[service]]
 name = "{BULK}"
-count = {count}
+count = {bulk}
 command = [{exe}, "echo-server", "0"]
 target = "unix:{{runtime_dir}}/never.sock"
 "#
@@ -535,7 +551,15 @@ mod tests {
             bearer: "bench-1".into(),
             exe: PathBuf::from("/t/a \"b\"/wsproxy-bench"),
         };
-        let text = services_text(&options, 40001);
+        let services = Services {
+            exe: &options.exe,
+            bearer: &options.bearer,
+            port: 40001,
+            count: 1,
+            linger: 60,
+            bulk: options.bulk_count(),
+        };
+        let text = services_text(&services);
         assert!(
             text.contains(r#"command = ["/t/a \"b\"/wsproxy-bench", "echo-server", "{port}"]"#),
             "{text}"
