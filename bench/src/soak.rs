@@ -223,14 +223,14 @@ async fn soak(args: &Soak, exe: &Path, scratch: &Scratch) -> Result<(), String> 
         ));
     }
     control.paused.store(true, Ordering::SeqCst);
-    let baseline = settle(main_pid, None).await?;
+    let baseline = settle(main_pid, None, &endpoints[0]).await?;
     let sessions_pid = ondemand.as_ref().map(|od| od.pid);
     let sessions_baseline = sessions_pid.map(counts).transpose()?.map_or(0, |c| c.0);
     control.kills.store(0, Ordering::Relaxed);
     control.session_kills.store(0, Ordering::Relaxed);
     control.paused.store(false, Ordering::SeqCst);
     println!(
-        "soak: warm-up {} s, {} sessions; baseline {} fds, {} KiB resident",
+        "soak: warm-up {} s, {} sessions; baseline {} fds, {} KiB resident (anonymous)",
         args.warmup_secs,
         warm.sessions.load(Ordering::Relaxed),
         baseline.0,
@@ -259,7 +259,7 @@ async fn soak(args: &Soak, exe: &Path, scratch: &Scratch) -> Result<(), String> 
     let targets = killer.await.map_err(|e| format!("the killer task failed: {e}"))??;
 
     let mut problems = Vec::new();
-    let after = settle(main_pid, Some(baseline)).await;
+    let after = settle(main_pid, Some(baseline), &endpoints[0]).await;
     let after = match after {
         Ok(after) => after,
         Err(e) => {
@@ -336,7 +336,7 @@ async fn soak(args: &Soak, exe: &Path, scratch: &Scratch) -> Result<(), String> 
         );
     }
     println!(
-        "soak: wsproxy fds {} → peak {} → {} after; resident {} KiB → peak {} KiB → {} KiB after; {} zombies",
+        "soak: wsproxy fds {} → peak {} → {} after; resident (anonymous) {} KiB → peak {} KiB → {} KiB after; {} zombies",
         baseline.0, peak.0, after.0, baseline.1, peak.1, after.1, zombies
     );
     for proc in all.iter_mut().chain(sessions_proxy.as_mut()) {
@@ -749,7 +749,8 @@ fn zombies(parents: &[u32]) -> usize {
         .count()
 }
 
-/// wsproxy's open file descriptors and resident KiB.
+/// wsproxy's open file descriptors and resident anonymous KiB (its heap and stacks: what could
+/// grow; the pages of its own program file that code paths first taken late read in are not).
 fn counts(pid: u32) -> Result<(usize, u64), String> {
     let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
         .map_err(|e| format!("wsproxy {pid} is gone: {e}"))?
@@ -757,22 +758,32 @@ fn counts(pid: u32) -> Result<(usize, u64), String> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| e.to_string())?;
     let rss = status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix("RssAnon:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .ok_or("no VmRSS")?;
+        .ok_or("no RssAnon")?;
     Ok((fds, rss))
 }
 
 /// After a load: waits (bounded) until the sessions' lingering closes are done and the counts
-/// have not fallen (by more than 1 %) for `STEADY` seconds (the allocator gives freed pages back over a few seconds), or,
-/// given a baseline, come back within 5 % of it.
-async fn settle(pid: u32, baseline: Option<(usize, u64)>) -> Result<(usize, u64), String> {
+/// have not fallen (by more than 1 %) for `STEADY` seconds, or, given a baseline, come back within
+/// 5 % of it. Meanwhile one short session a second goes through `probe`, as a server in use sees:
+/// mimalloc returns freed pages when it is next called, so a process left entirely idle after
+/// the load could keep them for as long as it stays idle, which no server does.
+async fn settle(pid: u32, baseline: Option<(usize, u64)>, probe: &Endpoint) -> Result<(usize, u64), String> {
     const STEADY: usize = 5;
     let deadline = Instant::now() + SETTLE_WAIT;
     // wsproxy reads a closed client for up to 2 s (its lingering close).
     tokio::time::sleep(Duration::from_secs(3)).await;
     let mut seen = vec![counts(pid)?];
     loop {
+        // The probe's own descriptors are closed a moment after it (the count waits a second).
+        let _ = tokio::time::timeout(STEP_WAIT, async {
+            let mut conn = Conn::open(probe.port, &probe.path, None, 65536).await?;
+            conn.round_trip(b"probe").await?;
+            conn.close().await;
+            Ok::<(), String>(())
+        })
+        .await;
         tokio::time::sleep(Duration::from_secs(1)).await;
         let now = counts(pid)?;
         seen.push(now);
