@@ -733,3 +733,95 @@ async fn the_api_can_have_its_own_address() {
     .await;
     assert_eq!(code, 405, "the main port does not serve the API then");
 }
+
+/// The pids of this wsproxy's session commands (their processes carry its mark; the guards do not).
+fn session_pids(wsproxy: u32) -> Vec<i32> {
+    let needle = format!("WSPROXY_SESSION={wsproxy}:");
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .is_ok_and(|env| env.split(|&b| b == 0).any(|var| var.starts_with(needle.as_bytes())))
+        })
+        .collect()
+}
+
+/// Clients reconnecting with the token while the command is SIGKILLed, or while the last client
+/// leaves, are counted exactly: the session ends (lingers out, or stops with its command) with no
+/// client counted and no process left, and a client of an ending session is refused at once.
+#[tokio::test]
+async fn reconnects_racing_a_killed_command_or_linger_leave_no_session_behind() {
+    let services = "[[service]]\nname = \"churn\"\ncount = 8\ncommand = [\"python3\", \"ECHO\", \"announce\"]\n\
+                    target = { announce = 'PA_REMOTE_CONNECTION;[^;]*;vnc;(?P<host>[^:;]+):(?P<port>\\d+)' }\n";
+    let f = start("reserve_timeout = 60\nlinger = 1\nstop_grace = 1", services);
+    let (addr, wsproxy) = (f.proxy.addr, f.proxy.pid());
+    let mut ids = Vec::new();
+    for round in 0..12u8 {
+        let mine = reserve(addr, "root-token", "churn").await;
+        let (id, token) = (
+            mine["id"].as_str().unwrap().to_owned(),
+            mine["token"].as_str().unwrap().to_owned(),
+        );
+        let mut first = open(addr, &token).await;
+        first.echo(b"launched").await;
+        let pids = session_pids(wsproxy);
+        // Clients come and go with the token (each from its own address: refusals of an ended
+        // session's token count as guesses).
+        let churn: Vec<_> = (0..6u8)
+            .map(|client| {
+                let token = token.clone();
+                tokio::spawn(async move {
+                    let from = std::net::IpAddr::from([127, 1, round, client + 1]);
+                    for _ in 0..6 {
+                        let raw = Raw::connect_from(addr, from).await;
+                        let path = format!("/websockify?token={token}");
+                        let (raw, head) = raw.send_upgrade(&path, &format!("Host: {addr}\r\n")).await;
+                        let code = status(&head);
+                        assert!([101, 404, 410].contains(&code), "{head}");
+                        drop(raw);
+                        tokio::task::yield_now().await;
+                    }
+                })
+            })
+            .collect();
+        if round % 2 == 0 {
+            // The command dies under its clients.
+            for pid in pids {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            }
+        }
+        drop(first);
+        for task in churn {
+            tokio::time::timeout(WAIT, task)
+                .await
+                .expect("a client of the session hung")
+                .unwrap();
+        }
+        ids.push(id);
+    }
+    // Every session ends (linger is 1 s) with no client counted and its command gone.
+    for id in &ids {
+        let json = until_ended(addr, id).await;
+        assert_eq!(json["clients"], 0, "an ended session still counts clients: {json}");
+    }
+    until_no_session_processes(wsproxy).await;
+    let (_, _, list) = api(addr, "GET", "/api/v1/sessions", Some("root-token"), None).await;
+    for json in list.as_array().unwrap() {
+        assert!(json["state"] == "stopped" && json["clients"] == 0, "{json}");
+    }
+}
+
+/// Waits (bounded) until the session has ended (any end).
+async fn until_ended(addr: SocketAddr, id: &str) -> serde_json::Value {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let json = session(addr, id).await;
+        if ["stopped", "failed", "expired"].contains(&json["state"].as_str().unwrap_or("")) {
+            return json;
+        }
+        assert!(Instant::now() < deadline, "session {id} never ended: {json}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

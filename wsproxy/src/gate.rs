@@ -49,7 +49,7 @@ async fn session(shared: &Shared, sessions: &Arc<Manager>, peer: &Peer, uri: &Ur
     if let Some(metrics) = &shared.config.metrics {
         metrics.token_lookup(match &attached {
             Ok(_) => LookupResult::Found,
-            Err(AttachError::Unknown) => LookupResult::Unknown,
+            Err(AttachError::Unknown | AttachError::Ending) => LookupResult::Unknown,
             Err(AttachError::Unavailable(_)) => LookupResult::Unavailable,
         });
     }
@@ -61,6 +61,14 @@ async fn session(shared: &Shared, sessions: &Arc<Manager>, peer: &Peer, uri: &Ur
         Err(AttachError::Unknown) => {
             tracing::info!("refused {label}: no live session has it");
             Err(Reject::new(StatusCode::NOT_FOUND, "Unknown token: no such session, or it has ended").guessing())
+        }
+        Err(AttachError::Ending) => {
+            tracing::info!("refused {label}: its session is ending");
+            // Not a guess: the token was good a moment ago.
+            Err(Reject::new(
+                StatusCode::GONE,
+                "The session is ending (stopped, or its command exited): reserve a new one",
+            ))
         }
         Err(AttachError::Unavailable(why)) => {
             tracing::warn!("refused {label}: {why}");

@@ -66,7 +66,13 @@ struct Runtime {
     /// The services in force when it was reserved, and its service's index in them.
     services: Arc<Services>,
     service: usize,
-    clients: Mutex<u32>,
+    /// Its clients here, and whether it still takes new ones.
+    clients: Mutex<Seats>,
+    /// Held while the clients, linger and end are written to the record, so the record's count,
+    /// its state and the seats here change together and in order: a client attaching while the
+    /// last one leaves, linger runs out or the command dies is either counted before (and the
+    /// other side sees it) or refused, never counted by a session that has ended.
+    book: tokio::sync::Mutex<()>,
     /// Bumped whenever linger starts or ends, so an old linger timer does nothing.
     linger_generation: AtomicU64,
     launch: watch::Sender<Launch>,
@@ -80,6 +86,13 @@ struct Runtime {
     counted: Mutex<Option<State>>,
     /// Cancelled once the command is gone and the record is final.
     done: CancellationToken,
+}
+
+#[derive(Debug, Default)]
+struct Seats {
+    count: u32,
+    /// The session ends (stop, the end of linger, its command exited, expiry): no new client.
+    closed: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,6 +119,8 @@ pub enum Refusal {
 pub enum AttachError {
     /// No live session has the token.
     Unknown,
+    /// The session is ending (stopped, lingered out, or its command exited): reserve another.
+    Ending,
     /// The shared store could not be reached.
     Unavailable(String),
 }
@@ -331,7 +346,12 @@ impl Manager {
         let Some(runtime) = self.runtimes().get(id).cloned() else {
             return;
         };
+        let book = runtime.book.lock().await;
         let expired = self.transition(&runtime, Some(Event::Expire), Box::new(expiring)).await;
+        if expired.is_ok() {
+            runtime.seats().closed = true;
+        }
+        drop(book);
         match expired {
             Ok(record) => {
                 info!("session {id}: expired (never connected)");
@@ -378,16 +398,25 @@ impl Manager {
                 self.runtimes().entry(record.id.clone()).or_insert(adopted).clone()
             }
         };
-        if runtime.token != token || runtime.stop.is_cancelled() {
+        if runtime.token != token {
             return Err(AttachError::Unknown);
         }
+        let book = runtime.book.lock().await;
         let clients = {
-            let mut clients = runtime
-                .clients
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            *clients += 1;
-            *clients
+            let mut seats = runtime.seats();
+            if seats.closed || runtime.stop.is_cancelled() {
+                return Err(AttachError::Ending);
+            }
+            seats.count += 1;
+            seats.count
+        };
+        // From here on the lease (dropped on every way out) gives the seat back.
+        let mut lease = Lease {
+            manager: self.clone(),
+            via: Via::Local(runtime.clone()),
+            client: None,
+            seat: true,
+            connected: false,
         };
         runtime.linger_generation.fetch_add(1, Ordering::SeqCst);
         let claim = me.clone();
@@ -408,25 +437,34 @@ impl Manager {
         let record = match updated {
             Ok(record) => record,
             Err(e) => {
-                self.release(&runtime);
+                drop(book);
                 return Err(match e {
                     UpdateError::Store(StoreError(why)) => AttachError::Unavailable(why),
-                    _ => AttachError::Unknown,
+                    UpdateError::Invalid(_) => AttachError::Ending,
+                    UpdateError::NotFound => AttachError::Unknown,
                 });
             }
         };
         if record.owner != me {
             // Another instance launched it first: its clients go there.
             if let Some(owner) = record.owner.clone() {
-                *runtime
-                    .clients
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner) -= 1;
+                lease.seat = false;
+                runtime.seats().count -= 1;
+                drop(book);
+                drop(lease);
                 self.forget(&runtime);
                 return self.remote(&record, &owner, client).await;
             }
         }
+        if runtime.seats().closed || runtime.stop.is_cancelled() {
+            // Stopped or its command died meanwhile: the end writes no clients.
+            drop(book);
+            return Err(AttachError::Ending);
+        }
+        drop(book);
         self.audit.session(Kind::Connect, &record, client_text.as_deref());
+        lease.client = client_text;
+        lease.connected = true;
         let first = runtime.launch.send_if_modified(|launch| {
             let idle = *launch == Launch::Idle;
             if idle {
@@ -439,11 +477,7 @@ impl Manager {
             let runtime = runtime.clone();
             self.tasks.spawn(async move { manager.run(runtime).await });
         }
-        Ok(Lease {
-            manager: self.clone(),
-            via: Via::Local(runtime),
-            client: client_text,
-        })
+        Ok(lease)
     }
 
     /// Whether `record`'s session is a shared console by this instance's services (its owner
@@ -492,6 +526,8 @@ impl Manager {
                     target,
                 },
                 client: client.map(|ip| ip.to_string()),
+                seat: false,
+                connected: true,
             });
         }
         // An owner whose lease ran out is gone; its sessions are about to be marked failed.
@@ -512,6 +548,8 @@ impl Manager {
                 },
             },
             client: client.map(|ip| ip.to_string()),
+            seat: false,
+            connected: true,
         })
     }
 
@@ -613,12 +651,17 @@ impl Manager {
             }
         }
         runtime.launch.send_replace(Launch::Ready(running.target.clone()));
-        if self.client_count(&runtime) == 0 {
-            // Every client left while it started: linger as if the last one just left.
-            self.last_client_left(&runtime).await;
+        {
+            let _book = runtime.book.lock().await;
+            if self.client_count(&runtime) == 0 {
+                // Every client left while it started: linger as if the last one just left.
+                self.start_linger(&runtime).await;
+            }
         }
         tokio::select! {
             status = running.wait() => {
+                // From now on nobody attaches: the command is gone.
+                runtime.seats().closed = true;
                 let exit = status.ok();
                 let reason = exit.map_or_else(|| "exited".to_owned(), |s| format!("exited {}", launcher::describe(s)));
                 runtime.end.send_replace(Some((close::INTERNAL_ERROR, reason.clone())));
@@ -821,6 +864,9 @@ impl Manager {
     /// Records the end, frees the index (in the registry) and forgets the runtime.
     async fn finish(&self, runtime: &Runtime, event: Event, reason: String, exit_code: Option<i32>) {
         let logged = reason.clone();
+        let book = runtime.book.lock().await;
+        runtime.seats().closed = true;
+        // Its clients are told it ended and go; an ended session has none.
         let ended = self
             .transition(
                 runtime,
@@ -830,9 +876,12 @@ impl Manager {
                     r.exit_code = exit_code;
                     r.ended_at = Some(SystemTime::now());
                     r.expires_at = None;
+                    r.clients = 0;
+                    r.remote_clients.clear();
                 }),
             )
             .await;
+        drop(book);
         match ended {
             Ok(record) => {
                 info!("session {}: {:?}: {logged}", runtime.id, record.state);
@@ -859,10 +908,7 @@ impl Manager {
     }
 
     fn client_count(&self, runtime: &Runtime) -> u32 {
-        *runtime
-            .clients
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        runtime.seats().count
     }
 
     /// Stops a session (its clients get 1001 with `reason`) and waits until it is gone.
@@ -875,6 +921,7 @@ impl Manager {
             .stop_reason
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((close::GOING_AWAY, reason.to_owned()));
+        runtime.seats().closed = true;
         runtime.stop.cancel();
         let launching = !matches!(*runtime.launch.borrow(), Launch::Idle);
         if !launching {
@@ -999,8 +1046,12 @@ impl Manager {
             {
                 // The last client another instance relayed directly left.
                 let manager = self.clone();
-                self.tasks
-                    .spawn(async move { manager.last_client_left(&runtime).await });
+                self.tasks.spawn(async move {
+                    let _book = runtime.book.lock().await;
+                    if manager.client_count(&runtime) == 0 {
+                        manager.start_linger(&runtime).await;
+                    }
+                });
             } else if record.state.is_ended() || record.stop_request.is_some() {
                 let reason = record
                     .stop_request
@@ -1110,52 +1161,82 @@ impl Manager {
         let _ = tokio::time::timeout(Duration::from_secs(2), self.tasks.wait()).await;
     }
 
-    /// A client left: the last one starts linger.
+    /// A client left: the record gets the count, and the last one starts linger.
     fn release(self: &Arc<Self>, runtime: &Arc<Runtime>) {
-        let clients = {
-            let mut clients = runtime
-                .clients
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            *clients = clients.saturating_sub(1);
-            *clients
-        };
+        {
+            let mut seats = runtime.seats();
+            seats.count = seats.count.saturating_sub(1);
+        }
         let manager = self.clone();
         let runtime = runtime.clone();
         self.tasks.spawn(async move {
+            let _book = runtime.book.lock().await;
+            if runtime.seats().closed {
+                // Ended, or ending: its end writes the final record (no clients).
+                return;
+            }
+            // The count as it is now, not as it was when this client left: an attach since then
+            // has written its own, and this write must not undo it.
+            let clients = manager.client_count(&runtime);
             let updated = manager
                 .transition(&runtime, None, Box::new(move |r| r.clients = clients))
                 .await;
             let nobody = updated.is_ok_and(|r| r.all_clients() == 0);
-            if nobody && matches!(*runtime.launch.borrow(), Launch::Ready(_)) {
-                manager.last_client_left(&runtime).await;
+            if nobody && clients == 0 && matches!(*runtime.launch.borrow(), Launch::Ready(_)) {
+                manager.start_linger(&runtime).await;
             }
         });
     }
 
-    async fn last_client_left(self: &Arc<Self>, runtime: &Arc<Runtime>) {
-        let Ok(_) = self
+    /// Nobody is connected (the caller holds the book): the session lingers, and a timer stops
+    /// it unless a client comes back first. Lingering already (a duplicate call) only restarts the
+    /// timer.
+    async fn start_linger(self: &Arc<Self>, runtime: &Arc<Runtime>) {
+        let lingering = match self
             .transition(runtime, Some(Event::LastClientLeft), Box::new(|_| {}))
             .await
-        else {
-            return;
+        {
+            Ok(_) => true,
+            Err(UpdateError::Invalid(invalid)) => invalid.state == State::Lingering,
+            Err(_) => false,
         };
+        if !lingering {
+            return;
+        }
         let generation = runtime.linger_generation.fetch_add(1, Ordering::SeqCst) + 1;
         let linger = runtime.services.timing.linger;
-        tokio::time::sleep(linger).await;
-        if runtime.linger_generation.load(Ordering::SeqCst) == generation && self.client_count(runtime) == 0 {
-            // Clients other instances relay directly count too.
-            let remote = self
-                .registry
-                .get(&runtime.id)
-                .await
-                .ok()
-                .flatten()
-                .map_or(0, |r| r.all_clients() - r.clients);
-            if remote == 0 {
-                let _ = self.stop(&runtime.id, "the last client left").await;
+        let manager = self.clone();
+        let runtime = runtime.clone();
+        self.tasks.spawn(async move {
+            tokio::select! {
+                () = tokio::time::sleep(linger) => {}
+                () = runtime.done.cancelled() => return,
             }
-        }
+            {
+                let _book = runtime.book.lock().await;
+                if runtime.linger_generation.load(Ordering::SeqCst) != generation
+                    || manager.client_count(&runtime) != 0
+                    || runtime.seats().closed
+                {
+                    return;
+                }
+                // Clients other instances relay directly count too.
+                let remote = manager
+                    .registry
+                    .get(&runtime.id)
+                    .await
+                    .ok()
+                    .flatten()
+                    .map_or(0, |r| r.all_clients() - r.clients);
+                if remote != 0 {
+                    return;
+                }
+                // Closed before the book is let go: a client now is refused, not half-attached
+                // to a session being stopped.
+                runtime.seats().closed = true;
+            }
+            let _ = manager.stop(&runtime.id, "the last client left").await;
+        });
     }
 }
 
@@ -1170,6 +1251,10 @@ fn expiring(r: &mut Record) {
 }
 
 impl Runtime {
+    fn seats(&self) -> std::sync::MutexGuard<'_, Seats> {
+        self.clients.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     fn new(record: &Record, services: Arc<Services>, service: usize, counted: Option<State>) -> Arc<Runtime> {
         let (launch, _) = watch::channel(Launch::Idle);
         let (end, _) = watch::channel(None);
@@ -1178,7 +1263,8 @@ impl Runtime {
             token: record.token.clone(),
             services,
             service,
-            clients: Mutex::new(0),
+            clients: Mutex::default(),
+            book: tokio::sync::Mutex::new(()),
             linger_generation: AtomicU64::new(0),
             launch,
             stop: CancellationToken::new(),
@@ -1203,6 +1289,10 @@ pub struct Lease {
     manager: Arc<Manager>,
     via: Via,
     client: Option<String>,
+    /// It holds one of a local session's seats (gives it back when dropped).
+    seat: bool,
+    /// Its connection was audited (its end is, too).
+    connected: bool,
 }
 
 enum Via {
@@ -1337,10 +1427,15 @@ impl Drop for Lease {
             return;
         }
         let Via::Local(runtime) = &self.via else { return };
+        if !self.seat {
+            return;
+        }
         let manager = self.manager.clone();
         let runtime = runtime.clone();
         let client = self.client.take();
-        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+        if self.connected
+            && let Ok(handle) = tokio::runtime::Handle::try_current()
+        {
             let runtime = runtime.clone();
             handle.spawn(async move {
                 if let Ok(Some(record)) = manager.registry.get(&runtime.id).await {
