@@ -87,8 +87,8 @@ pub enum Command {
     /// Soak: --sessions sessions at once for --secs with traffic both ways (every echo compared),
     /// while token targets, wrapped commands and on-demand session commands are SIGKILLed at
     /// random; fails on a crash or panic, a failed session on a living target, file descriptors
-    /// or memory not back within 5 % of the baseline after the load, or a zombie process. What
-    /// `make soak` runs:
+    /// not back within 5 % of the baseline after the load (memory: 5 % or 1 MiB), a session
+    /// command left running, or a zombie process. What `make soak` runs:
     ///   wsproxy-bench soak --wsproxy target/release/wsproxy --sessions 1000 --secs 600
     #[command(verbatim_doc_comment)]
     Soak(Soak),

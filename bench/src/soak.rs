@@ -24,10 +24,10 @@
 //!
 //! Verdict: a session may fail only if its target was down or killed while it ran (on-demand: if
 //! its command was killed); wsproxy, every wrapped wsproxy and the sessions wsproxy must still run
-//! without having panicked; after the load, wsproxy's open file descriptors and resident memory
-//! must return within 5 % of the baseline taken after a warm-up (the same load, kills included,
-//! for `--warmup-secs`); no zombie process may be left. The sessions wsproxy's descriptors
-//! and the session commands still running after the load are shown, not judged.
+//! without having panicked; after the load, wsproxy's open file descriptors must return within 5 %
+//! of the baseline taken after a warm-up (the same load, kills included, for `--warmup-secs`),
+//! its resident memory within 5 % or 1 MiB (`memory_allowance`); no zombie process may be left; the sessions wsproxy's descriptors must
+//! come back within 5 % too, and no session command may still run (every session lingered out).
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -50,7 +50,7 @@ use crate::sessions::{ECHO, Scratch, Services, first_echo};
 /// How long an echo server or wsproxy has to listen, a wrapped command to come back.
 const START_WAIT: Duration = Duration::from_secs(20);
 /// How long after the load the counts have to come back to the baseline.
-const SETTLE_WAIT: Duration = Duration::from_secs(30);
+const SETTLE_WAIT: Duration = Duration::from_secs(45);
 /// One round trip (or connect) taking longer than this is a failure.
 const STEP_WAIT: Duration = Duration::from_secs(20);
 /// How long a wsproxy has to exit after SIGTERM at the end.
@@ -216,6 +216,7 @@ async fn soak(args: &Soak, exe: &Path, scratch: &Scratch) -> Result<(), String> 
     };
 
     // Warm-up: the same load, then the baseline.
+    let idle_threads = status_field(main_pid, "Threads:")?;
     let warm = load(args.warmup_secs).run().await;
     if let Some(failure) = warm.failures.lock().await.first() {
         return Err(format!(
@@ -223,14 +224,14 @@ async fn soak(args: &Soak, exe: &Path, scratch: &Scratch) -> Result<(), String> 
         ));
     }
     control.paused.store(true, Ordering::SeqCst);
-    let baseline = settle(main_pid, None, &endpoints[0]).await?;
+    let baseline = settle(main_pid, None, &endpoints[0], idle_threads).await?;
     let sessions_pid = ondemand.as_ref().map(|od| od.pid);
     let sessions_baseline = sessions_pid.map(counts).transpose()?.map_or(0, |c| c.0);
     control.kills.store(0, Ordering::Relaxed);
     control.session_kills.store(0, Ordering::Relaxed);
     control.paused.store(false, Ordering::SeqCst);
     println!(
-        "soak: warm-up {} s, {} sessions; baseline {} fds, {} KiB resident (anonymous)",
+        "soak: warm-up {} s, {} sessions; baseline {} fds, {} KiB resident",
         args.warmup_secs,
         warm.sessions.load(Ordering::Relaxed),
         baseline.0,
@@ -259,7 +260,7 @@ async fn soak(args: &Soak, exe: &Path, scratch: &Scratch) -> Result<(), String> 
     let targets = killer.await.map_err(|e| format!("the killer task failed: {e}"))??;
 
     let mut problems = Vec::new();
-    let after = settle(main_pid, Some(baseline), &endpoints[0]).await;
+    let after = settle(main_pid, Some(baseline), &endpoints[0], idle_threads).await;
     let after = match after {
         Ok(after) => after,
         Err(e) => {
@@ -267,14 +268,19 @@ async fn soak(args: &Soak, exe: &Path, scratch: &Scratch) -> Result<(), String> 
             counts(main_pid).unwrap_or((0, 0))
         }
     };
-    // Shown, not judged: see settle_fds.
     let sessions_after = match sessions_pid {
         Some(pid) => settle_fds(pid, sessions_baseline).await.unwrap_or_else(|e| {
-            eprintln!("soak: {e}");
+            problems.push(e);
             counts(pid).map_or(0, |c| c.0)
         }),
         None => 0,
     };
+    let still_running = sessions_pid.map_or(0, |pid| session_commands(pid).len());
+    if still_running > 0 {
+        problems.push(format!(
+            "{still_running} session commands still run after every client left"
+        ));
+    }
     let named = std::iter::once(("wsproxy", &main))
         .chain(wrapped.iter().map(|p| ("a wrapped wsproxy", p)))
         .chain(sessions_proxy.iter().map(|p| ("the sessions wsproxy", p)));
@@ -332,11 +338,11 @@ async fn soak(args: &Soak, exe: &Path, scratch: &Scratch) -> Result<(), String> 
             tally.launched.load(Ordering::Relaxed),
             control.session_kills.load(Ordering::Relaxed),
             tally.session_ends_by_kill.load(Ordering::Relaxed),
-            sessions_pid.map_or(0, |pid| session_commands(pid).len()),
+            still_running,
         );
     }
     println!(
-        "soak: wsproxy fds {} → peak {} → {} after; resident (anonymous) {} KiB → peak {} KiB → {} KiB after; {} zombies",
+        "soak: wsproxy fds {} → peak {} → {} after; resident {} KiB → peak {} KiB → {} KiB after; {} zombies",
         baseline.0, peak.0, after.0, baseline.1, peak.1, after.1, zombies
     );
     for proc in all.iter_mut().chain(sessions_proxy.as_mut()) {
@@ -749,27 +755,37 @@ fn zombies(parents: &[u32]) -> usize {
         .count()
 }
 
-/// wsproxy's open file descriptors and resident anonymous KiB (its heap and stacks: what could
-/// grow; the pages of its own program file that code paths first taken late read in are not).
+/// wsproxy's open file descriptors and resident KiB.
 fn counts(pid: u32) -> Result<(usize, u64), String> {
     let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
         .map_err(|e| format!("wsproxy {pid} is gone: {e}"))?
         .count();
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| e.to_string())?;
-    let rss = status
-        .lines()
-        .find_map(|l| l.strip_prefix("RssAnon:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .ok_or("no RssAnon")?;
-    Ok((fds, rss))
+    Ok((fds, status_field(pid, "VmRSS:")?))
 }
 
-/// After a load: waits (bounded) until the sessions' lingering closes are done and the counts
-/// have not fallen (by more than 1 %) for `STEADY` seconds, or, given a baseline, come back within
-/// 5 % of it. Meanwhile one short session a second goes through `probe`, as a server in use sees:
-/// mimalloc returns freed pages when it is next called, so a process left entirely idle after
-/// the load could keep them for as long as it stays idle, which no server does.
-async fn settle(pid: u32, baseline: Option<(usize, u64)>, probe: &Endpoint) -> Result<(usize, u64), String> {
+/// A number from /proc/PID/status (`VmRSS:` in KiB, `Threads:`).
+fn status_field(pid: u32, name: &str) -> Result<u64, String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| e.to_string())?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(name))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok_or_else(|| format!("no {name} in /proc/{pid}/status"))
+}
+
+/// After a load: waits (bounded) until the sessions' lingering closes are done, wsproxy runs no
+/// more threads than before any load (`idle_threads`: tokio ends the threads blocking work
+/// started after 10 s idle, and each keeps a stack and an allocator heap while it lives), and the
+/// counts have not fallen (by more than 1 %) for `STEADY` seconds, or, given a baseline, are back
+/// within 5 % of it (memory: within `memory_allowance`). Meanwhile one short session a second goes through `probe`, as a server in use
+/// sees: mimalloc returns freed pages when it is next called, so a process left entirely idle
+/// after the load could keep them for as long as it stays idle, which no server does.
+async fn settle(
+    pid: u32,
+    baseline: Option<(usize, u64)>,
+    probe: &Endpoint,
+    idle_threads: u64,
+) -> Result<(usize, u64), String> {
     const STEADY: usize = 5;
     let deadline = Instant::now() + SETTLE_WAIT;
     // wsproxy reads a closed client for up to 2 s (its lingering close).
@@ -786,24 +802,30 @@ async fn settle(pid: u32, baseline: Option<(usize, u64)>, probe: &Endpoint) -> R
         .await;
         tokio::time::sleep(Duration::from_secs(1)).await;
         let now = counts(pid)?;
+        let threads = status_field(pid, "Threads:")?;
+        let threads_gone = threads <= idle_threads;
         seen.push(now);
-        let done = match baseline {
-            Some((fds, rss)) => now.0 as f64 <= fds as f64 * 1.05 && now.1 as f64 <= rss as f64 * 1.05,
-            None => {
-                seen.len() > STEADY
-                    && seen[seen.len() - 1 - STEADY..]
-                        .iter()
-                        .all(|c| c.0 <= now.0 && c.1 as f64 <= now.1 as f64 * 1.01)
-            }
-        };
+        let done = threads_gone
+            && match baseline {
+                Some((fds, rss)) => now.0 as f64 <= fds as f64 * 1.05 && now.1 <= rss + memory_allowance(rss),
+                None => {
+                    seen.len() > STEADY
+                        && seen[seen.len() - 1 - STEADY..]
+                            .iter()
+                            .all(|c| c.0 <= now.0 && c.1 as f64 <= now.1 as f64 * 1.01)
+                }
+            };
         if done {
             return Ok(now);
         }
         if Instant::now() > deadline {
             return match baseline {
                 Some((fds, rss)) => Err(format!(
-                    "{SETTLE_WAIT:?} after the load wsproxy holds {} fds and {} KiB (baseline {fds} fds, {rss} KiB, 5 % allowed)",
-                    now.0, now.1
+                    "{SETTLE_WAIT:?} after the load wsproxy holds {} fds and {} KiB in {threads} threads (baseline {fds} fds, \
+                     5 % allowed; {rss} KiB, {} KiB allowed)",
+                    now.0,
+                    now.1,
+                    memory_allowance(rss)
                 )),
                 None => Ok(now),
             };
@@ -811,10 +833,17 @@ async fn settle(pid: u32, baseline: Option<(usize, u64)>, probe: &Endpoint) -> R
     }
 }
 
+/// How much more resident memory than the baseline is not growth: 5 %, but at least 1 MiB, the
+/// spread measured between identical 60 s runs (after-load sizes of 8.8-11.0 MiB from baselines
+/// of 8.9-10.0 MiB: the allocator keeps a 64 KiB page for as long as one object on it lives, and
+/// which do varies from run to run). A leak of 100 bytes per session still shows in 60 s
+/// (about 10,000 sessions), of 10 bytes in `make soak`'s 10 minutes.
+fn memory_allowance(baseline_kib: u64) -> u64 {
+    (baseline_kib / 20).max(1024)
+}
+
 /// After the load: waits (bounded) until the sessions wsproxy's descriptors are back within 5 %
-/// of `baseline` (its sessions linger out and are stopped). Not a criterion yet: a few sessions
-/// (3-5 in a 60 s run) keep their commands running long after their clients left; why is not
-/// known yet.
+/// of `baseline` (its sessions linger out and are stopped).
 async fn settle_fds(pid: u32, baseline: usize) -> Result<usize, String> {
     let deadline = Instant::now() + SETTLE_WAIT;
     loop {
