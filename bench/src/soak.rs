@@ -451,18 +451,28 @@ async fn stop(proc: &mut Proc) {
     }
 }
 
+/// One short session through `end`: a round trip, then the closing handshake.
+async fn probe_once(end: &Endpoint) -> Result<(), String> {
+    tokio::time::timeout(STEP_WAIT, async {
+        let mut conn = Conn::open(end.port, &end.path, None, 65536).await?;
+        conn.round_trip(b"probe").await?;
+        conn.close().await;
+        Ok(())
+    })
+    .await
+    .map_err(|_| {
+        format!(
+            "no echo through 127.0.0.1:{}{} within {STEP_WAIT:?}",
+            end.port, end.path
+        )
+    })?
+}
+
 /// Waits until a round trip through `end` works (its target is back).
 async fn wait_echo(end: &Endpoint) -> Result<(), String> {
     let deadline = Instant::now() + START_WAIT;
     loop {
-        let tried = tokio::time::timeout(STEP_WAIT, async {
-            let mut conn = Conn::open(end.port, &end.path, None, 65536).await?;
-            conn.round_trip(b"probe").await?;
-            conn.close().await;
-            Ok::<(), String>(())
-        })
-        .await;
-        if matches!(tried, Ok(Ok(()))) {
+        if probe_once(end).await.is_ok() {
             return Ok(());
         }
         if Instant::now() > deadline {
@@ -793,13 +803,7 @@ async fn settle(
     let mut seen = vec![counts(pid)?];
     loop {
         // The probe's own descriptors are closed a moment after it (the count waits a second).
-        let _ = tokio::time::timeout(STEP_WAIT, async {
-            let mut conn = Conn::open(probe.port, &probe.path, None, 65536).await?;
-            conn.round_trip(b"probe").await?;
-            conn.close().await;
-            Ok::<(), String>(())
-        })
-        .await;
+        let _ = probe_once(probe).await;
         tokio::time::sleep(Duration::from_secs(1)).await;
         let now = counts(pid)?;
         let threads = status_field(pid, "Threads:")?;
