@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use super::{Change, Fut, NewSession, Record, Registry, ReserveError, StoreError, UpdateError};
 use crate::sessions::services::Service;
-use crate::sessions::state::{self, Event};
+use crate::sessions::state::Event;
 
 #[derive(Default)]
 pub struct Memory {
@@ -97,7 +97,7 @@ impl Registry for Memory {
     fn list(&self) -> Fut<'_, Result<Vec<Record>, StoreError>> {
         Box::pin(async move {
             let mut all: Vec<Record> = self.lock().sessions.values().cloned().collect();
-            all.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
+            Record::sort(&mut all);
             Ok(all)
         })
     }
@@ -111,12 +111,7 @@ impl Registry for Memory {
         Box::pin(async move {
             let mut inner = self.lock();
             let record = inner.sessions.get_mut(id).ok_or(UpdateError::NotFound)?;
-            let was_ended = record.state.is_ended();
-            if let Some(event) = event {
-                record.state = state::apply(record.state, event).map_err(UpdateError::Invalid)?;
-            }
-            change(record);
-            let ended_now = record.state.is_ended() && !was_ended;
+            let ended_now = record.apply(event, &change)?;
             let record = record.clone();
             if ended_now {
                 inner.tokens.remove(&record.token);

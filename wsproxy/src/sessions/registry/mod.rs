@@ -64,6 +64,22 @@ impl Record {
     pub fn all_clients(&self) -> u32 {
         self.clients + self.remote_clients.values().sum::<u32>()
     }
+
+    /// An update as every store makes it: the event's transition, then the change. Returns
+    /// whether the session ended with it (its index and per-user place are then free).
+    pub fn apply(&mut self, event: Option<Event>, change: &Change<'_>) -> Result<bool, UpdateError> {
+        let was_ended = self.state.is_ended();
+        if let Some(event) = event {
+            self.state = super::state::apply(self.state, event).map_err(UpdateError::Invalid)?;
+        }
+        change(self);
+        Ok(self.state.is_ended() && !was_ended)
+    }
+
+    /// The order `Registry::list` gives: oldest first, ties by id.
+    pub fn sort(records: &mut [Record]) {
+        records.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

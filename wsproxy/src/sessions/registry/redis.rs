@@ -27,7 +27,7 @@ use redis::Script;
 use super::{Change, Fut, NewSession, Record, Registry, ReserveError, StoreError, UpdateError};
 use crate::redis_link::RedisLink;
 use crate::sessions::services::Service;
-use crate::sessions::state::{self, Event};
+use crate::sessions::state::Event;
 
 /// How often a change is computed again when other instances keep changing the record first.
 const MAX_ATTEMPTS: usize = 50;
@@ -276,7 +276,7 @@ impl Registry for RedisStore {
     fn list(&self) -> Fut<'_, Result<Vec<Record>, StoreError>> {
         Box::pin(async move {
             let mut all = self.all().await?;
-            all.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
+            Record::sort(&mut all);
             Ok(all)
         })
     }
@@ -290,12 +290,7 @@ impl Registry for RedisStore {
         Box::pin(async move {
             for _ in 0..MAX_ATTEMPTS {
                 let (version, mut record) = self.versioned(id).await?.ok_or(UpdateError::NotFound)?;
-                let was_ended = record.state.is_ended();
-                if let Some(event) = event {
-                    record.state = state::apply(record.state, event).map_err(UpdateError::Invalid)?;
-                }
-                change(&mut record);
-                let ended_now = record.state.is_ended() && !was_ended;
+                let ended_now = record.apply(event, &change)?;
                 let json = serde_json::to_string(&record).map_err(|e| StoreError(e.to_string()))?;
                 let written: i64 = self
                     .link
